@@ -1,0 +1,50 @@
+# The commands the README shows. Every target uses the project's own virtualenv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+REAL_DATA ?= ../shared/data/property-friends
+
+.PHONY: install train test test-fast lint stack bench bench-quality clean
+
+install: $(BIN)/valuation
+
+$(BIN)/valuation: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+# Runs the MLflow Project's main entry point. Uses data/train.csv + data/test.csv when present;
+# otherwise says so and trains on the synthetic sample (data=sample), explicitly.
+train: install
+	@if [ -f data/train.csv ] && [ -f data/test.csv ]; then \
+		echo "make train: data=csv (data/train.csv, data/test.csv)"; \
+		$(BIN)/mlflow run . --env-manager local $(if $(MODEL),-P model=$(MODEL)) -P overrides="$(OVERRIDES)"; \
+	else \
+		echo "make train: data/train.csv not found -> training on the synthetic sample (data=sample)"; \
+		$(BIN)/mlflow run . --env-manager local $(if $(MODEL),-P model=$(MODEL)) -P overrides="data=sample $(OVERRIDES)"; \
+	fi
+	@$(BIN)/valuation status || true
+	@echo "Browse runs and the registry with: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+test-fast: install
+	$(BIN)/pytest -m "not slow"
+
+lint: install
+	$(BIN)/ruff check .
+
+stack: install
+	$(BIN)/python -m serving.stack
+
+bench: install
+	$(BIN)/python -m bench.run --data-dir $(REAL_DATA)
+
+bench-quality: install
+	$(BIN)/python -m bench.quality --data-dir $(REAL_DATA)
+
+clean:
+	rm -rf .stack outputs multirun .pytest_cache .ruff_cache

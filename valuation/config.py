@@ -1,0 +1,49 @@
+"""Compose the Hydra configuration in-process (no working-directory change) and resolve paths."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = PROJECT_ROOT / "conf"
+DEFAULT_TRACKING_DB = PROJECT_ROOT / "mlflow.db"
+
+
+def load_config(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:
+    """Compose `conf/<config_name>.yaml` with Hydra overrides such as ``model=gbr``.
+
+    The Compose API keeps the caller's working directory, so relative data paths in the
+    config are resolved against the project root by :func:`resolve_path` and never against a
+    Hydra output folder.
+    """
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=list(overrides))
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+def resolve_path(path: str | os.PathLike[str]) -> Path:
+    """A config path: absolute as given, else relative to the project root."""
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() else PROJECT_ROOT / candidate
+
+
+def tracking_uri(cfg: DictConfig | None = None) -> str:
+    """MLFLOW_TRACKING_URI when set, else the embedded SQLite store in the project root."""
+    configured = os.environ.get("MLFLOW_TRACKING_URI") or (cfg.get("tracking_uri") if cfg else None)
+    return configured or f"sqlite:///{DEFAULT_TRACKING_DB}"
+
+
+def configure_mlflow(cfg: DictConfig) -> str:
+    """Point MLflow at the tracking store and the experiment of `cfg`; return the tracking URI."""
+    import mlflow
+
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(cfg.experiment_name)
+    return uri
