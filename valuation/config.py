@@ -45,5 +45,26 @@ def configure_mlflow(cfg: DictConfig) -> str:
 
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
+    ensure_experiment(cfg.experiment_name, uri)
     mlflow.set_experiment(cfg.experiment_name)
     return uri
+
+
+def ensure_experiment(name: str, uri: str) -> None:
+    """Create the experiment if needed. With a SQLite store, artifacts go to `mlartifacts/` beside
+    the database (MLflow's default would be ./mlruns of whatever directory the process runs in)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    if client.get_experiment_by_name(name) is not None:
+        return
+    artifact_location = None
+    if uri.startswith("sqlite:///"):
+        db_path = Path(uri.removeprefix("sqlite:///"))
+        artifact_location = (db_path.parent / "mlartifacts").resolve().as_uri()
+    try:
+        client.create_experiment(name, artifact_location=artifact_location)
+    except mlflow.exceptions.MlflowException:
+        # Another process created it in the meantime: that is fine.
+        if client.get_experiment_by_name(name) is None:
+            raise
