@@ -39,28 +39,46 @@ class SectorProfile:
 
 SECTORS: dict[str, SectorProfile] = {
     "las condes": SectorProfile(
-        0.35, 0.32, (-33.4294, -33.3710), (-70.5999, -70.4985), -33.4106, -70.5567,
-        (220.0, 126.0), (0.55, 0.52), 2.36, (83.0, 86.0),
+        share=0.35, casa_share=0.32,
+        lat_range=(-33.4294, -33.371), lon_range=(-70.5999, -70.4985),
+        lat_centre=-33.4106, lon_centre=-70.5567,
+        usable_median=(220.0, 126.0), usable_log_sd=(0.55, 0.52),
+        land_ratio_median=2.36, uf_per_m2=(83.0, 86.0),
     ),
     "vitacura": SectorProfile(
-        0.18, 0.39, (-33.4068, -33.3659), (-70.5995, -70.5284), -33.3867, -70.5739,
-        (230.0, 140.0), (0.55, 0.45), 2.17, (96.0, 92.0),
+        share=0.18, casa_share=0.39,
+        lat_range=(-33.4068, -33.3659), lon_range=(-70.5995, -70.5284),
+        lat_centre=-33.3867, lon_centre=-70.5739,
+        usable_median=(230.0, 140.0), usable_log_sd=(0.55, 0.45),
+        land_ratio_median=2.17, uf_per_m2=(96.0, 92.0),
     ),
     "lo barnechea": SectorProfile(
-        0.18, 0.74, (-33.3691, -33.3195), (-70.5649, -70.4739), -33.3454, -70.5202,
-        (308.0, 140.0), (0.42, 0.52), 2.81, (79.0, 90.0),
+        share=0.18, casa_share=0.74,
+        lat_range=(-33.3691, -33.3195), lon_range=(-70.5649, -70.4739),
+        lat_centre=-33.3454, lon_centre=-70.5202,
+        usable_median=(308.0, 140.0), usable_log_sd=(0.42, 0.52),
+        land_ratio_median=2.81, uf_per_m2=(79.0, 90.0),
     ),
     "nunoa": SectorProfile(
-        0.12, 0.23, (-33.4704, -33.4371), (-70.6296, -70.5726), -33.4540, -70.5986,
-        (160.0, 73.0), (0.39, 0.32), 1.76, (70.0, 73.0),
+        share=0.12, casa_share=0.23,
+        lat_range=(-33.4704, -33.4371), lon_range=(-70.6296, -70.5726),
+        lat_centre=-33.454, lon_centre=-70.5986,
+        usable_median=(160.0, 73.0), usable_log_sd=(0.39, 0.32),
+        land_ratio_median=1.76, uf_per_m2=(70.0, 73.0),
     ),
     "providencia": SectorProfile(
-        0.11, 0.15, (-33.4464, -33.4192), (-70.6310, -70.5876), -33.4326, -70.6069,
-        (220.0, 90.0), (0.43, 0.43), 1.58, (76.0, 82.0),
+        share=0.11, casa_share=0.15,
+        lat_range=(-33.4464, -33.4192), lon_range=(-70.631, -70.5876),
+        lat_centre=-33.4326, lon_centre=-70.6069,
+        usable_median=(220.0, 90.0), usable_log_sd=(0.43, 0.43),
+        land_ratio_median=1.58, uf_per_m2=(76.0, 82.0),
     ),
     "la reina": SectorProfile(
-        0.06, 0.87, (-33.4615, -33.4313), (-70.5756, -70.5190), -33.4444, -70.5465,
-        (180.0, 103.0), (0.44, 0.46), 2.37, (75.0, 78.0),
+        share=0.06, casa_share=0.87,
+        lat_range=(-33.4615, -33.4313), lon_range=(-70.5756, -70.519),
+        lat_centre=-33.4444, lon_centre=-70.5465,
+        usable_median=(180.0, 103.0), usable_log_sd=(0.44, 0.46),
+        land_ratio_median=2.37, uf_per_m2=(75.0, 78.0),
     ),
 }
 
