@@ -1,0 +1,115 @@
+"""train: fit the configured estimator (optional K-fold CV first) and log the pyfunc."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from steps.common import load_step_config, run_cli, split_overrides, step_parser
+from valuation.estimators import get_spec
+from valuation.progress import report
+from valuation.schema import FEATURES, TARGET
+from valuation.validation import ValidationRules
+
+# This step's share of the pipeline's overall progress.
+PROGRESS_START, PROGRESS_END = 0.15, 0.75
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    model_uri: str
+    cv_metrics: dict[str, float]
+    fit_seconds: float
+
+
+def run(cfg: DictConfig, train_uri: str) -> TrainResult:
+    """Fit on the ingested training table at `train_uri` inside the active MLflow run."""
+    from valuation.sources import read_artifact_frame
+    from valuation.training import cross_validate, fit_model
+
+    run_id = mlflow.active_run().info.run_id
+    mlflow.set_tag("valuation.step", "train")
+    mlflow.set_tag("valuation.train_uri", train_uri)
+    frame = read_artifact_frame(train_uri)
+    features, target = frame[list(FEATURES)], frame[TARGET].to_numpy(dtype=np.float64)
+    model_cfg = cfg.model
+    get_spec(model_cfg.estimator)  # fail before any work if the estimator is not allowlisted
+    mlflow.log_params(
+        {
+            "model": model_cfg.name,
+            "estimator": model_cfg.estimator,
+            "features": model_cfg.features,
+            "target_transform": model_cfg.target_transform,
+            "cv_folds": cfg.cv.folds,
+            "train_rows": len(frame),
+            **{f"param.{k}": v for k, v in OmegaConf.to_container(model_cfg.params).items()},
+        }
+    )
+    report("train", PROGRESS_START, f"{len(frame)} training rows, model {model_cfg.name}")
+
+    cv_summary: dict[str, float] = {}
+    if cfg.cv.folds and cfg.cv.folds >= 2:
+        span = (PROGRESS_END - PROGRESS_START) / 2
+
+        def on_fold(index: int, total: int, metrics: dict[str, float]) -> None:
+            mlflow.log_metrics({f"cv_{k}": v for k, v in metrics.items()}, step=index)
+            report("train", PROGRESS_START + span * index / total,
+                   f"fold {index} of {total}: rmse {metrics['rmse']:.0f}, mae {metrics['mae']:.0f}")
+
+        folds = cross_validate(model_cfg, features, target, cfg.cv.folds, cfg.seed, on_fold=on_fold)
+        for key in folds[0]:
+            values = np.array([fold[key] for fold in folds])
+            cv_summary[f"cv_{key}_mean"] = float(values.mean())
+            cv_summary[f"cv_{key}_std"] = float(values.std())
+        mlflow.log_metrics(cv_summary)
+        fit_progress = PROGRESS_START + span
+    else:
+        fit_progress = PROGRESS_START
+
+    report("train", fit_progress, f"fitting {model_cfg.name} on all {len(frame)} rows")
+    started = time.perf_counter()
+    fitted = fit_model(model_cfg, features, target)
+    fit_seconds = time.perf_counter() - started
+    mlflow.log_metric("fit_seconds", fit_seconds)
+    report("train", PROGRESS_END - 0.05, f"fit took {fit_seconds:.1f} s; logging the model")
+
+    rules = ValidationRules.from_config(cfg.validation, sectors=sorted(features["sector"].unique()))
+    with tempfile.TemporaryDirectory() as workdir:
+        info = _log_model(cfg, fitted, rules, Path(workdir))
+    mlflow.set_tag("valuation.model_uri", info.model_uri)
+    report("train", PROGRESS_END, f"logged {info.model_uri}")
+    return TrainResult(
+        run_id=run_id, model_uri=info.model_uri, cv_metrics=cv_summary, fit_seconds=fit_seconds
+    )
+
+
+def _log_model(cfg: DictConfig, fitted, rules: ValidationRules, workdir: Path):
+    from valuation.pyfunc import log_valuation_model
+
+    metadata = {
+        "model_config": cfg.model.name,
+        "estimator": cfg.model.estimator,
+        "feature_names": list(fitted.encoder.feature_names),
+    }
+    return log_valuation_model(fitted, rules, cfg.model.estimator, workdir, metadata)
+
+
+def main() -> None:
+    parser = step_parser("Fit the configured model and log it as a pyfunc.")
+    parser.add_argument("--train-uri", required=True, help="URI of the ingested training table")
+    args = parser.parse_args()
+    cfg = load_step_config(split_overrides(args.overrides))
+    with mlflow.start_run(run_name=f"train-{cfg.model.name}"):
+        result = run(cfg, args.train_uri)
+    print(f"model_uri={result.model_uri}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
