@@ -1,0 +1,137 @@
+"""ingest: read the configured source, schema-check both tables, clean the TRAIN table only,
+and log both as MLflow datasets and parquet artifacts (``data/train.parquet``, ``data/test.parquet``)
+of the active run. The test table is never cleaned: metrics cover every row a client could send.
+
+Logged on the run: tag ``valuation.step=ingest``; tags ``data.train_digest``/``data.test_digest``;
+params ``data.source``, ``data.train_name``, ``data.test_name``, ``data.split``, ``cleaning.<option>``;
+metrics ``rows_read_train``, ``rows_read_test``, ``rows_removed_<rule>`` (every rule),
+``rows_removed_total``, ``rows_flagged_<finding>``, ``rows_train``, ``rows_test``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from omegaconf import DictConfig, OmegaConf
+
+from steps.common import load_step_config, run_cli, split_overrides, step_parser
+from valuation.cleaning import clean
+from valuation.data_checks import DataError
+from valuation.progress import report
+from valuation.schema import TARGET
+from valuation.sources import Tables, lineage_source, load_tables
+
+# This step's share of the pipeline's overall progress.
+PROGRESS_START, PROGRESS_END = 0.0, 0.15
+ARTIFACT_DIR = "data"
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    train_uri: str  # runs:/<run_id>/data/train.parquet
+    test_uri: str
+    train_digest: str
+    test_digest: str
+    n_train: int
+    n_test: int
+
+
+def run(cfg: DictConfig) -> IngestResult:
+    """Ingest inside the active MLflow run. Raises DataError on unusable input."""
+    active = mlflow.active_run()
+    if active is None:
+        raise RuntimeError("steps.ingest.run needs an active MLflow run")
+    run_id = active.info.run_id
+    mlflow.set_tag("valuation.step", "ingest")
+    report("ingest", PROGRESS_START, f"reading the {cfg.data.source} source")
+
+    tables = load_tables(cfg)
+    _log_source_params(cfg, tables)
+    report(
+        "ingest",
+        _progress(0.4),
+        f"read {len(tables.train)} train rows from {tables.train_name}, "
+        f"{len(tables.test)} test rows from {tables.test_name}",
+    )
+
+    cleaning = clean(tables.train, cfg.cleaning)
+    dropped = ", ".join(f"{rule} {n}" for rule, n in cleaning.removed.items() if n) or "nothing"
+    flagged = ", ".join(f"{name} {n}" for name, n in cleaning.findings.items() if n)
+    report(
+        "ingest",
+        _progress(0.6),
+        f"cleaning dropped {dropped}; {len(cleaning.frame)} train rows left"
+        + (f" (kept but flagged: {flagged})" if flagged else ""),
+    )
+    train, test = cleaning.frame, tables.test
+    if train.empty:
+        raise DataError(f"{tables.train_name}: no training rows left after cleaning ({dropped})")
+
+    mlflow.log_metrics(
+        {
+            "rows_read_train": len(tables.train),
+            "rows_read_test": len(tables.test),
+            **{f"rows_removed_{rule}": n for rule, n in cleaning.removed.items()},
+            "rows_removed_total": cleaning.rows_removed,
+            **{f"rows_flagged_{name}": n for name, n in cleaning.findings.items()},
+            "rows_train": len(train),
+            "rows_test": len(test),
+        }
+    )
+    digests = {}
+    for role, frame, context in (("train", train, "training"), ("test", test, "testing")):
+        dataset = mlflow.data.from_pandas(
+            frame, source=lineage_source(tables, role), name=role, targets=TARGET
+        )
+        mlflow.log_input(dataset, context=context)
+        digests[role] = dataset.digest
+    mlflow.set_tags({"data.train_digest": digests["train"], "data.test_digest": digests["test"]})
+
+    with tempfile.TemporaryDirectory(prefix="valuation-ingest-") as workdir:
+        for role, frame in (("train", train), ("test", test)):
+            frame.to_parquet(Path(workdir) / f"{role}.parquet", index=False)
+        mlflow.log_artifacts(workdir, artifact_path=ARTIFACT_DIR)
+    result = IngestResult(
+        train_uri=f"runs:/{run_id}/{ARTIFACT_DIR}/train.parquet",
+        test_uri=f"runs:/{run_id}/{ARTIFACT_DIR}/test.parquet",
+        train_digest=digests["train"],
+        test_digest=digests["test"],
+        n_train=len(train),
+        n_test=len(test),
+    )
+    report("ingest", PROGRESS_END, f"{result.n_train} train and {result.n_test} test rows logged")
+    return result
+
+
+def _progress(share: float) -> float:
+    return PROGRESS_START + share * (PROGRESS_END - PROGRESS_START)
+
+
+def _log_source_params(cfg: DictConfig, tables: Tables) -> None:
+    cleaning = OmegaConf.to_container(cfg.cleaning, resolve=True) or {}
+    mlflow.log_params(
+        {
+            "data.source": cfg.data.source,
+            "data.train_name": tables.train_name[:500],
+            "data.test_name": tables.test_name[:500],
+            "data.split": tables.split,
+            **{f"cleaning.{key}": value for key, value in cleaning.items()},
+        }
+    )
+
+
+def main() -> None:
+    parser = step_parser("Read, check and clean the data; log it as datasets and artifacts.")
+    args = parser.parse_args()
+    cfg = load_step_config(split_overrides(args.overrides))
+    with mlflow.start_run(run_name="ingest"):
+        result = run(cfg)
+    print(f"train_uri={result.train_uri}")
+    print(f"test_uri={result.test_uri}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
