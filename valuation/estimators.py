@@ -81,6 +81,17 @@ ESTIMATORS: dict[str, EstimatorSpec] = {
 _FORBIDDEN_PARAMS = frozenset({"init", "objective", "callbacks", "monotonic_cst", "interaction_cst"})
 
 
+# LightGBM takes its native parameters as keyword arguments that get_params() does not list;
+# these plain-valued ones may be set too.
+_EXTRA_PARAMS: dict[str, frozenset[str]] = {
+    "lightgbm": frozenset({
+        "verbose", "verbosity", "max_bin", "min_data_in_bin", "force_col_wise", "force_row_wise",
+        "extra_trees", "path_smooth", "linear_tree", "deterministic", "num_threads", "seed",
+        "bagging_seed", "feature_fraction_seed", "min_sum_hessian_in_leaf", "cat_smooth", "max_cat_to_onehot",
+    }),
+}
+
+
 def resolve_estimator(module: str, class_name: str) -> EstimatorSpec:
     """The allowlist entry for a module/class pair, e.g. ("sklearn.ensemble", "GradientBoostingRegressor")."""
     for spec in ESTIMATORS.values():
@@ -102,7 +113,8 @@ def get_spec(key: str) -> EstimatorSpec:
 def allowed_params(key: str) -> set[str]:
     """Parameter names that configs and requests may set for this estimator."""
     estimator = get_spec(key).factory()()
-    return set(estimator.get_params(deep=False)) - _FORBIDDEN_PARAMS
+    known = set(estimator.get_params(deep=False)) | _EXTRA_PARAMS.get(key, frozenset())
+    return known - _FORBIDDEN_PARAMS
 
 
 def check_params(key: str, params: Mapping[str, Any]) -> dict[str, Any]:
