@@ -1,0 +1,78 @@
+"""Who may do what: the one table mapping API-key roles to the capabilities they grant.
+
+The proxy asks `role_allows(record.role, Capability.X)` before each endpoint; the CLI validates a
+role name with `parse_role`. Adding an endpoint means adding a capability here and granting it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    PREDICT = "predict"
+    TRAIN = "train"
+    ADMIN = "admin"
+
+
+class Capability(StrEnum):
+    PREDICT = "predict"  # POST /predict
+    TRAIN = "train"  # POST /train
+    JOB_STATUS = "job_status"  # GET /job_status/{id}
+    BEST_MODEL = "best_model"  # POST /best_model
+    MODEL_STATUS = "model_status"  # served versions, aliases and their history
+    PROMOTE = "promote"  # move the champion/challenger alias
+    KEYS = "keys"  # create, list and revoke API keys
+
+
+ROLES: tuple[str, ...] = tuple(role.value for role in Role)
+CAPABILITIES: tuple[str, ...] = tuple(capability.value for capability in Capability)
+
+ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
+    Role.PREDICT: frozenset({Capability.PREDICT}),
+    Role.TRAIN: frozenset({Capability.PREDICT, Capability.TRAIN, Capability.JOB_STATUS}),
+    Role.ADMIN: frozenset(Capability),
+}
+
+
+class UnknownRole(ValueError):
+    """A role name that is not in the role table."""
+
+    def __init__(self, role: str) -> None:
+        super().__init__(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
+        self.role = role
+
+
+def parse_role(role: str) -> Role:
+    """The Role named `role` (case and surrounding spaces ignored); UnknownRole otherwise."""
+    try:
+        return Role(role.strip().lower())
+    except ValueError:
+        raise UnknownRole(role) from None
+
+
+def role_allows(role: str, capability: str) -> bool:
+    """Whether keys of `role` may use `capability`.
+
+    An unknown role (say, a record written by a newer version) grants nothing: fail closed.
+    An unknown capability is a programming error in the caller and raises ValueError.
+    """
+    try:
+        wanted = Capability(capability)
+    except ValueError:
+        raise ValueError(
+            f"unknown capability {capability!r}: expected one of {', '.join(CAPABILITIES)}"
+        ) from None
+    try:
+        granted = ROLE_CAPABILITIES[Role(role)]
+    except ValueError:
+        return False
+    return wanted in granted
+
+
+def capabilities_of(role: str) -> frozenset[Capability]:
+    """Everything `role` grants (empty for an unknown role)."""
+    try:
+        return ROLE_CAPABILITIES[Role(role)]
+    except ValueError:
+        return frozenset()

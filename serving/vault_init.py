@@ -1,0 +1,227 @@
+"""Prepare a Vault/OpenBao server for the proxy, idempotently, with the root token.
+
+Makes sure KV v2 is mounted at `vault.kv_mount`, AppRole auth is enabled, a policy allows read and
+write on the API-key secret only, and an AppRole role carries that policy; seeds API_KEY as an
+admin key; and hands out the role_id plus a fresh secret_id, so the proxy logs in with those
+instead of the root token. Used by `make stack` and by the compose one-shot init container:
+
+    python -m serving.vault_init --out /run/secrets/vault-approle.json
+
+reads VAULT_ADDR (+ VAULT_PORT), VAULT_TOKEN or VAULT_DEV_ROOT_TOKEN, and API_KEY from the
+environment, writes {"role_id", "secret_id", ...} to the file (mode 600) and prints only its path.
+Point the proxy at it with VAULT_APPROLE_FILE, or export VAULT_ROLE_ID / VAULT_SECRET_ID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hvac
+from hvac import exceptions as hvac_errors
+from omegaconf import DictConfig
+
+from serving.keys import hash_key, key_id_of, seed_admin_key
+from serving.logging import configure_logging, get_logger
+from serving.settings import get_settings, secret
+from serving.vault import (
+    VaultCredentials,
+    VaultError,
+    VaultSession,
+    VaultUnavailable,
+    vault_url,
+)
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    role_id: str
+    secret_id: str = field(repr=False)
+    role_name: str
+    policy_name: str
+    approle_mount: str
+    kv_mount: str
+    keys_path: str
+    seeded_key_id: str | None  # key_id of API_KEY when it was given
+
+    def credentials_document(self) -> dict[str, Any]:
+        """What the proxy needs to log in (the file behind VAULT_APPROLE_FILE)."""
+        return {
+            "role_id": self.role_id,
+            "secret_id": self.secret_id,
+            "approle_mount": self.approle_mount,
+            "role_name": self.role_name,
+        }
+
+
+def keys_policy(kv_mount: str, keys_path: str) -> str:
+    """HCL granting read/write on the key table and nothing else (KV v2 paths)."""
+    mount, path = kv_mount.strip("/"), keys_path.strip("/")
+    return (
+        f'path "{mount}/data/{path}" {{\n  capabilities = ["create", "read", "update"]\n}}\n'
+        f'path "{mount}/metadata/{path}" {{\n  capabilities = ["read"]\n}}\n'
+    )
+
+
+def bootstrap(
+    addr: str,
+    root_token: str,
+    *,
+    api_key: str | None = None,
+    settings: DictConfig | None = None,
+    timeout_s: float | None = None,
+) -> BootstrapResult:
+    """Configure the server at `addr` (a URL) for the proxy; safe to run any number of times.
+
+    Names (mounts, paths, policy, role, token TTLs) come from the `vault` section of
+    conf/serving.yaml. Every run issues a new secret_id; earlier ones stay valid.
+    """
+    vault = (settings if settings is not None else get_settings()).vault
+    timeout = float(timeout_s if timeout_s is not None else vault.timeout_s)
+    session = VaultSession(addr, VaultCredentials(token=root_token), timeout_s=timeout)
+    kv_mount, keys_path = vault.kv_mount.strip("/"), vault.keys_path.strip("/")
+    approle_mount = vault.approle_mount.strip("/")
+
+    session.call(lambda c: _ensure_kv2(c, kv_mount))
+    session.call(lambda c: _ensure_approle(c, approle_mount))
+    session.call(
+        lambda c: c.sys.create_or_update_policy(
+            name=vault.policy_name, policy=keys_policy(kv_mount, keys_path)
+        )
+    )
+    session.call(
+        lambda c: c.auth.approle.create_or_update_approle(
+            role_name=vault.approle_role,
+            token_policies=[vault.policy_name],
+            token_ttl=str(vault.token_ttl),
+            token_max_ttl=str(vault.token_max_ttl),
+            mount_point=approle_mount,
+        )
+    )
+    role_id = session.call(
+        lambda c: c.auth.approle.read_role_id(
+            role_name=vault.approle_role, mount_point=approle_mount
+        )
+    )["data"]["role_id"]
+    secret_id = session.call(
+        lambda c: c.auth.approle.generate_secret_id(
+            role_name=vault.approle_role, mount_point=approle_mount
+        )
+    )["data"]["secret_id"]
+
+    seeded = None
+    if api_key:
+        seed_admin_key(session, kv_mount, keys_path, api_key)
+        seeded = key_id_of(hash_key(api_key))
+    log.info(
+        "vault_bootstrapped",
+        vault=addr,
+        policy=vault.policy_name,
+        approle_role=vault.approle_role,
+        seeded_key_id=seeded,
+    )
+    return BootstrapResult(
+        role_id=role_id,
+        secret_id=secret_id,
+        role_name=vault.approle_role,
+        policy_name=vault.policy_name,
+        approle_mount=approle_mount,
+        kv_mount=kv_mount,
+        keys_path=keys_path,
+        seeded_key_id=seeded,
+    )
+
+
+def _ensure_kv2(client: hvac.Client, mount: str) -> None:
+    mounts = client.sys.list_mounted_secrets_engines()["data"]
+    existing = mounts.get(f"{mount}/")
+    if existing is None:
+        client.sys.enable_secrets_engine("kv", path=mount, options={"version": "2"})
+        log.info("vault_kv_enabled", mount=mount)
+        return
+    version = str((existing.get("options") or {}).get("version", "1"))
+    if existing.get("type") != "kv" or version != "2":
+        raise VaultError(
+            f"mount {mount}/ exists as {existing.get('type')} (version {version}); "
+            "the key store needs a KV version 2 engine there: choose another vault.kv_mount"
+        )
+
+
+def _ensure_approle(client: hvac.Client, mount: str) -> None:
+    methods = client.sys.list_auth_methods()["data"]
+    existing = methods.get(f"{mount}/")
+    if existing is None:
+        client.sys.enable_auth_method("approle", path=mount)
+        log.info("vault_approle_enabled", mount=mount)
+    elif existing.get("type") != "approle":
+        raise VaultError(f"auth mount {mount}/ exists as {existing.get('type')}, not approle")
+
+
+def write_credentials(result: BootstrapResult, path: str | os.PathLike[str]) -> Path:
+    """Write the AppRole credentials as JSON readable by the owner only (created 0600)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(result.credentials_document(), handle)
+    os.chmod(temporary, 0o600)
+    os.replace(temporary, target)
+    return target
+
+
+def wait_until_ready(addr: str, timeout_s: float, probe_timeout_s: float = 2.0) -> None:
+    """Wait until Vault answers its health endpoint unsealed (compose starts both together)."""
+    deadline = time.monotonic() + timeout_s
+    probe = VaultSession(addr, VaultCredentials(), timeout_s=probe_timeout_s)
+    while not probe.healthy():
+        if time.monotonic() >= deadline:
+            raise VaultUnavailable(f"Vault at {addr} not ready after {timeout_s:.0f} s")
+        time.sleep(0.5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m serving.vault_init",
+        description="Prepare Vault/OpenBao for the valuation proxy (idempotent).",
+    )
+    parser.add_argument(
+        "--out", required=True, help="file to write the proxy's AppRole credentials to (mode 600)"
+    )
+    parser.add_argument("--addr", help="Vault URL (default: VAULT_ADDR + VAULT_PORT)")
+    parser.add_argument(
+        "--wait", type=float, default=30.0, help="seconds to wait for Vault to be ready"
+    )
+    args = parser.parse_args(argv)
+    configure_logging()
+
+    settings = get_settings()
+    raw_addr = args.addr or settings.vault.addr
+    root_token = secret("VAULT_TOKEN") or secret("VAULT_DEV_ROOT_TOKEN")
+    if not raw_addr:
+        print("error: set VAULT_ADDR (and VAULT_PORT) or pass --addr", file=sys.stderr)
+        return 2
+    if not root_token:
+        print("error: set VAULT_TOKEN or VAULT_DEV_ROOT_TOKEN to a root token", file=sys.stderr)
+        return 2
+    try:
+        addr = vault_url(raw_addr, None if args.addr else settings.vault.port)
+        wait_until_ready(addr, args.wait)
+        result = bootstrap(addr, root_token, api_key=secret("API_KEY"), settings=settings)
+    except (VaultError, hvac_errors.VaultError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(write_credentials(result, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

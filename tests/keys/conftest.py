@@ -1,0 +1,66 @@
+"""Fixtures for the key-store tests: one real OpenBao dev server per session, a fresh key path
+per test (so tests sharing the server never see each other's keys), and settings pointing at it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from omegaconf import DictConfig, OmegaConf
+
+from serving.settings import get_settings
+from serving.vault import VaultCredentials, VaultSession
+from tests.helpers.bao import BaoServer, start_bao
+from valuation.config import load_config
+
+# Environment the key store and the CLI read; cleared so the outer shell cannot leak in.
+VAULT_ENV = (
+    "VAULT_ADDR",
+    "VAULT_PORT",
+    "VAULT_TOKEN",
+    "VAULT_DEV_ROOT_TOKEN",
+    "VAULT_ROLE_ID",
+    "VAULT_SECRET_ID",
+    "VAULT_APPROLE_FILE",
+    "API_KEY",
+)
+
+
+@pytest.fixture(scope="session")
+def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaoServer]:
+    server = start_bao(tmp_path_factory.mktemp("bao"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def clean_vault_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in VAULT_ENV:
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def keys_path() -> str:
+    return f"valuation-test/{uuid.uuid4().hex}"
+
+
+def vault_settings(addr: str, keys_path: str, **vault_overrides: object) -> DictConfig:
+    """The serving settings with the vault section pointed at `addr`."""
+    settings = load_config(config_name="serving")
+    return OmegaConf.merge(
+        settings, {"vault": {"addr": addr, "port": None, "keys_path": keys_path, **vault_overrides}}
+    )
+
+
+@pytest.fixture
+def settings(bao: BaoServer, keys_path: str) -> DictConfig:
+    return vault_settings(bao.addr, keys_path)
+
+
+@pytest.fixture
+def root_session(bao: BaoServer) -> VaultSession:
+    return VaultSession(bao.addr, VaultCredentials(token=bao.root_token), timeout_s=2.0)
