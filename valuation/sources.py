@@ -201,13 +201,16 @@ def _read_table(engine, safe_url: str, url, table: str | None, query: str | None
     try:
         with engine.connect() as connection:
             if query:
-                frame = pd.read_sql_query(sa.text(str(query)), connection)
+                statement = sa.text(str(query))
             else:
                 schema, _, table_name = str(table).rpartition(".")
                 reflected = sa.Table(
                     table_name, sa.MetaData(), schema=schema or None, autoload_with=connection
                 )
-                frame = pd.read_sql_query(sa.select(reflected), connection)
+                statement = sa.select(reflected)
+            # Executed directly (not pd.read_sql) so that driver errors arrive unwrapped.
+            result = connection.execute(statement)
+            frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
     except sa.exc.NoSuchTableError:
         raise DataError(f"{name}: table not found", name) from None
     except (sa.exc.SQLAlchemyError, ImportError) as exc:
