@@ -1,0 +1,194 @@
+"""POST /predict: check rows with the served model's own rules, forward them to its server.
+
+The rules (known types and sectors, area/room/bathroom ranges, coordinates inside greater
+Santiago, row limit) are `ServedModel.rules`, read from the model's metadata: the same
+`ValidationRules` the pyfunc applies, so the API and the model can never disagree on a row.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import orjson
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from serving.api import deps
+from serving.api.auth import require
+from serving.api.errors import api_error, field_errors
+from serving.api.observability import request_id_of
+from serving.api.schemas import ErrorResponse, PredictRequest, PredictResponse
+from serving.keys import KeyRecord
+from serving.logging import get_logger
+from serving.roles import Capability
+from valuation.schema import FEATURES
+from valuation.validation import ValidationRules
+
+router = APIRouter(tags=["predict"])
+log = get_logger("serving.api.predict")
+
+
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    summary="Price properties with the served model",
+    description=(
+        "Every row is checked with the served model's rules before it is forwarded; a bad row "
+        "gets 422 naming its index and field. `version` or `alias` pick a specific served "
+        "version (default: the champion)."
+    ),
+    responses={
+        401: {"model": ErrorResponse, "description": "Missing or unknown API key"},
+        403: {"model": ErrorResponse, "description": "The key's role may not predict"},
+        404: {"model": ErrorResponse, "description": "Unknown model, or version/alias not served"},
+        422: {"model": ErrorResponse, "description": "Rows that break the model's rules"},
+        503: {"model": ErrorResponse, "description": "No model served, or its server is down"},
+        504: {"model": ErrorResponse, "description": "The model server did not answer in time"},
+    },
+)
+async def predict(
+    body: PredictRequest,
+    request: Request,
+    key: KeyRecord = Depends(require(Capability.PREDICT)),
+) -> Response:
+    started = time.perf_counter()
+    settings = deps.settings(request)
+    supervisor = deps.supervisor(request)
+    model_name = settings.registry.model_name
+    if body.model_name != model_name:
+        raise api_error(404, f"unknown model '{body.model_name}'; this service serves '{model_name}'")
+    if body.version is not None and body.alias is not None:
+        raise api_error(422, field_errors([(None, "version", "give either version or alias, not both")]))
+    if supervisor.current() is None:
+        status = supervisor.status()
+        raise api_error(
+            503,
+            f"no model is being served right now ({status.get('state')}: {status.get('detail')}); "
+            "retry shortly",
+        )
+    with supervisor.use(version=body.version, alias=body.alias) as served:
+        if served is None:
+            raise api_error(404, _not_served_message(body.version, body.alias, supervisor))
+        errors = await _row_errors(body.features, served.rules, settings)
+        if errors:
+            _count(request, served.version, "invalid")
+            raise api_error(422, errors)
+        predictions = await _invoke(request, served, body.features)
+    latency_ms = round((time.perf_counter() - started) * 1000, 3)
+    request_id = request_id_of(request)
+    log.info(
+        "prediction",
+        key_id=key.key_id,
+        model_name=served.name,
+        model_version=served.version,
+        n_rows=len(predictions),
+        inputs=body.features,
+        outputs=predictions,
+        latency_ms=latency_ms,
+    )
+    _count(request, served.version, "ok")
+    deps.metrics(request).predictions.labels(served.version).inc(len(predictions))
+    payload = {
+        "model_name": served.name,
+        "model_version": served.version,
+        "request_id": request_id,
+        "predictions": predictions,
+    }
+    return Response(orjson.dumps(payload), media_type="application/json")
+
+
+def _not_served_message(version: str | None, alias: str | None, supervisor: Any) -> str:
+    status = supervisor.status()
+    served = sorted({s["version"] for s in status.get("servers", []) if s.get("version")})
+    wanted = f"version {version}" if version is not None else f"alias '{alias}'"
+    if version is not None and alias is not None:
+        wanted = f"version {version} under alias '{alias}'"
+    return f"{wanted} is not being served; served versions: {', '.join(served) or 'none'}"
+
+
+async def _row_errors(
+    features: Sequence[Any], rules: ValidationRules, settings: Any
+) -> list[dict[str, Any]]:
+    limit = min(int(settings.proxy.max_rows), int(rules.max_rows))
+    if not features:
+        return field_errors([(None, "features", "give at least one row")])
+    if len(features) > limit:
+        return field_errors([(None, "features", f"{len(features)} rows exceed the limit of {limit}")])
+    if len(features) > int(settings.proxy.validate_in_thread_rows):
+        return await run_in_threadpool(_check_rows, features, rules)
+    return _check_rows(features, rules)
+
+
+def _check_rows(features: Sequence[Any], rules: ValidationRules) -> list[dict[str, Any]]:
+    errors: list[dict[str, Any]] = []
+    for index, row in enumerate(features):
+        if not isinstance(row, dict):
+            errors.append({"row": index, "field": None,
+                           "message": f"must be an object with the fields {', '.join(FEATURES)}"})
+            continue
+        errors += [
+            {"row": e.row, "field": e.field, "message": e.message} for e in rules.row_errors(row, index)
+        ]
+    return errors
+
+
+async def _invoke(request: Request, served: Any, features: Sequence[dict[str, Any]]) -> list[float]:
+    """POST the rows to the model server as a pandas split frame; returns one price per row."""
+    payload = orjson.dumps(
+        {"dataframe_split": {"columns": list(FEATURES),
+                             "data": [[row[name] for name in FEATURES] for row in features]}}
+    )
+    url = f"{served.base_url}/invocations"
+    try:
+        answer = await deps.http_client(request).post(
+            url, content=payload, headers={"Content-Type": "application/json"}
+        )
+    except httpx.TimeoutException:
+        _count(request, served.version, "timeout")
+        raise api_error(504, f"model version {served.version} did not answer in time") from None
+    except httpx.TransportError as error:
+        _count(request, served.version, "unavailable")
+        log.error("model_server_unreachable", url=url, error=repr(error))
+        raise api_error(503, f"model version {served.version} is unreachable; retry shortly") from None
+    if 400 <= answer.status_code < 500:
+        _count(request, served.version, "rejected")
+        raise api_error(422, _upstream_message(answer))
+    if answer.status_code != 200:
+        _count(request, served.version, "upstream_error")
+        log.error("model_server_error", url=url, status=answer.status_code,
+                  body=answer.text[:500])
+        raise api_error(502, f"model version {served.version} failed ({answer.status_code}): "
+                             f"{_upstream_message(answer)}")
+    return _predictions(answer, len(features), served.version)
+
+
+def _upstream_message(answer: httpx.Response) -> str:
+    try:
+        body = orjson.loads(answer.content)
+    except orjson.JSONDecodeError:
+        return answer.text[:1000] or f"HTTP {answer.status_code}"
+    if isinstance(body, dict) and "message" in body:
+        return str(body["message"])
+    return str(body)[:1000]
+
+
+def _predictions(answer: httpx.Response, expected: int, version: str) -> list[float]:
+    try:
+        body = orjson.loads(answer.content)
+        values = body["predictions"] if isinstance(body, dict) else body
+        predictions = [float(v) for v in values]
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise api_error(502, f"model version {version} answered something that is not a list "
+                             "of prices") from None
+    if len(predictions) != expected or not all(math.isfinite(p) for p in predictions):
+        raise api_error(502, f"model version {version} answered {len(predictions)} values for "
+                             f"{expected} rows, or non-finite prices")
+    return predictions
+
+
+def _count(request: Request, version: str, outcome: str) -> None:
+    deps.metrics(request).prediction_requests.labels(version, outcome).inc()

@@ -1,0 +1,378 @@
+"""Request and response bodies of the proxy. The examples are the specification's own bodies, so
+/docs shows exactly what existing clients send."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# --- the specification's Usage bodies (the API contract; they must keep working verbatim) ------
+
+SPEC_PREDICT_BODY: dict[str, Any] = {
+    "model_name": "property_friends_best_model",
+    "features": [
+        {
+            "type": "casa",
+            "sector": "lo barnechea",
+            "net_usable_area": 300.0,
+            "net_area": 500.0,
+            "n_rooms": 6.0,
+            "n_bathroom": 5.0,
+            "latitude": -33.3561,
+            "longitude": -70.5072,
+        }
+    ],
+}
+
+SPEC_TRAIN_BODY: dict[str, Any] = {
+    "experiment_config": {"experiment_name": "Property-Friends-Experiment"},
+    "data_config": {
+        "categorical_columns": ["type", "sector"],
+        "train_cols": [
+            "type",
+            "sector",
+            "net_usable_area",
+            "net_area",
+            "n_rooms",
+            "n_bathroom",
+            "latitude",
+            "longitude",
+        ],
+        "target": "price",
+    },
+    "db_config": {"db_type": "csv", "db_config": {}},
+    "pipeline_config": {
+        "model_module": "sklearn.ensemble",
+        "model": "GradientBoostingRegressor",
+        "params": {
+            "learning_rate": 0.05,
+            "n_estimators": 150,
+            "max_depth": 6,
+            "loss": "absolute_error",
+        },
+    },
+}
+
+SPEC_BEST_MODEL_BODY: dict[str, Any] = {
+    "experiment_config": {
+        "experiment_name": "Property-Friends-Experiment",
+        "metric": "mse",
+        "metric_goal": "min",
+    }
+}
+
+# Metrics /best_model can rank by; each maps to `metrics.test_<name>` on evaluation runs.
+RANKING_METRICS = ("rmse", "mse", "mae", "mape", "r2", "medape")
+RankingMetric = Literal["rmse", "mse", "mae", "mape", "r2", "medape"]
+
+# Keys of db_config.db_config a request may set, per source, with the type each must have.
+# They become `data.<key>=<value>` Hydra overrides of the matching conf/data/ group.
+DB_CONFIG_KEYS: dict[str, dict[str, type]] = {
+    "csv": {"train_path": str, "test_path": str},
+    "postgres": {"train_table": str, "test_table": str, "train_query": str, "test_query": str},
+    "sample": {"n_train": int, "n_test": int, "seed": int},
+}
+
+
+class _Strict(BaseModel):
+    # A misspelt field must fail loudly, not be ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+class FieldErrorOut(BaseModel):
+    row: int | None = Field(None, description="Row index in `features` (null: not about one row)")
+    field: str | None = Field(None, description="The offending field")
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    detail: Any = Field(description="What was wrong: a message, or a list of field errors")
+    request_id: str | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "detail": [
+                        {"row": 0, "field": "sector", "message": "unknown sector 'atlantis'"}
+                    ],
+                    "request_id": "4f3c2a9e0b1d4e7f8a6b5c4d3e2f1a0b",
+                }
+            ]
+        }
+    )
+
+
+# --- /health, /ready ---------------------------------------------------------------------------
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready", "not_ready"]
+    failed: list[str] = Field(default_factory=list, description="Dependencies that are not ready")
+    checks: dict[str, dict[str, Any]]
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "ready",
+                    "failed": [],
+                    "checks": {
+                        "model_server": {"ok": True, "state": "serving", "version": "3"},
+                        "redis": {"ok": True},
+                        "key_store": {"ok": True},
+                    },
+                }
+            ]
+        }
+    )
+
+
+# --- /predict ----------------------------------------------------------------------------------
+
+
+class PredictRequest(_Strict):
+    model_name: str = Field(description="Registered model name (property_friends_best_model)")
+    features: list[Any] = Field(
+        description=(
+            "One object per property with type, sector, net_usable_area, net_area, n_rooms, "
+            "n_bathroom, latitude, longitude. Rows are checked with the served model's own rules."
+        )
+    )
+    version: str | None = Field(None, description="Serve this registered version (optional)")
+    alias: str | None = Field(None, description="Serve the version behind this alias (optional)")
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [SPEC_PREDICT_BODY, {**SPEC_PREDICT_BODY, "alias": "champion"}]
+        },
+    )
+
+
+class PredictResponse(BaseModel):
+    model_name: str
+    model_version: str
+    request_id: str
+    predictions: list[float] = Field(description="Price in UF, one per row, in request order")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model_name": "property_friends_best_model",
+                    "model_version": "3",
+                    "request_id": "4f3c2a9e0b1d4e7f8a6b5c4d3e2f1a0b",
+                    "predictions": [21034.7],
+                }
+            ]
+        }
+    )
+
+
+# --- /train ------------------------------------------------------------------------------------
+
+
+class ExperimentConfig(_Strict):
+    experiment_name: str | None = Field(None, description="MLflow experiment (created if new)")
+
+
+class DataConfig(_Strict):
+    categorical_columns: list[str] | None = None
+    train_cols: list[str] | None = None
+    target: str | None = None
+
+
+class DbConfig(_Strict):
+    db_type: Literal["csv", "postgres", "sample"] = Field(
+        description="Data source: the conf/data/ group to use"
+    )
+    db_config: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Source settings: csv: train_path, test_path; postgres: train_table, test_table, "
+            "train_query, test_query (the connection URL comes from the worker's environment); "
+            "sample: n_train, n_test, seed"
+        ),
+    )
+
+
+class PipelineConfig(_Strict):
+    model_module: str = Field(description="Module of an allowlisted regressor")
+    model: str = Field(description="Class name of an allowlisted regressor")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Estimator parameters: known names, scalar values only"
+    )
+
+
+class TrainRequest(_Strict):
+    experiment_config: ExperimentConfig | None = None
+    data_config: DataConfig | None = None
+    db_config: DbConfig | None = None
+    pipeline_config: PipelineConfig | None = None
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                SPEC_TRAIN_BODY,
+                {
+                    "experiment_config": {"experiment_name": "quick-sample"},
+                    "db_config": {"db_type": "sample", "db_config": {"n_train": 2000}},
+                },
+            ]
+        },
+    )
+
+
+class TrainingParametersOut(BaseModel):
+    model: str = Field(description="Hydra model group passed as the Project's `model` parameter")
+    overrides: str = Field(description="Hydra overrides passed as the Project's `overrides`")
+    experiment_name: str
+
+
+class TrainAccepted(BaseModel):
+    job_id: str
+    status: str = "queued"
+    status_url: str
+    parameters: TrainingParametersOut
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "job_id": "5b1f0c3e-7d9a-4c2b-9e8f-1a2b3c4d5e6f",
+                    "status": "queued",
+                    "status_url": "/job_status/5b1f0c3e-7d9a-4c2b-9e8f-1a2b3c4d5e6f",
+                    "parameters": {
+                        "model": "gbr",
+                        "overrides": "experiment_name=Property-Friends-Experiment data=csv "
+                        "model.params.learning_rate=0.05 model.params.n_estimators=150 "
+                        "model.params.max_depth=6 model.params.loss=absolute_error",
+                        "experiment_name": "Property-Friends-Experiment",
+                    },
+                }
+            ]
+        }
+    )
+
+
+class JobProgress(BaseModel):
+    step: str
+    fraction: float
+    message: str = ""
+
+
+class JobStatusResponse(BaseModel):
+    job_id: str
+    status: str = Field(description="queued, started, finished, failed (or another RQ state)")
+    progress: JobProgress | None = None
+    run_id: str | None = Field(None, description="MLflow parent run of the training")
+    metrics: dict[str, float] = Field(default_factory=dict, description="test_* metrics")
+    version: str | None = Field(None, description="Registered model version, if registered")
+    champion_moved: bool | None = None
+    validated: bool | None = None
+    error: str | None = None
+    enqueued_at: str | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "job_id": "5b1f0c3e-7d9a-4c2b-9e8f-1a2b3c4d5e6f",
+                    "status": "finished",
+                    "progress": {"step": "register", "fraction": 1.0, "message": "done"},
+                    "run_id": "0a1b2c3d4e5f60718293a4b5c6d7e8f9",
+                    "metrics": {"test_rmse": 4410.2, "test_mae": 2130.5, "test_r2": 0.88},
+                    "version": "4",
+                    "champion_moved": True,
+                    "validated": True,
+                    "error": None,
+                }
+            ]
+        }
+    )
+
+
+# --- /best_model -------------------------------------------------------------------------------
+
+
+class BestModelExperimentConfig(_Strict):
+    experiment_name: str
+    metric: RankingMetric = Field(
+        "mse", description="Ranks evaluation runs by metrics.test_<metric>"
+    )
+    metric_goal: Literal["min", "max"] | None = Field(
+        None, description="min or max (default: max for r2, min otherwise)"
+    )
+
+
+class BestModelRequest(_Strict):
+    experiment_config: BestModelExperimentConfig
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SPEC_BEST_MODEL_BODY]})
+
+
+class BestModelResponse(BaseModel):
+    model_name: str
+    version: str
+    run_id: str = Field(description="The evaluation run that ranked best")
+    metric: str
+    value: float
+    alias: str
+    registered: bool = Field(description="Whether a new registered version was created")
+    previous_version: str | None = Field(None, description="Who held the alias before")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model_name": "property_friends_best_model",
+                    "version": "4",
+                    "run_id": "0a1b2c3d4e5f60718293a4b5c6d7e8f9",
+                    "metric": "test_mse",
+                    "value": 19448964.0,
+                    "alias": "champion",
+                    "registered": False,
+                    "previous_version": "3",
+                }
+            ]
+        }
+    )
+
+
+class ModelsResponse(BaseModel):
+    model_name: str
+    serving: dict[str, Any] = Field(description="The model-server supervisor's status")
+    aliases: dict[str, str | None]
+    alias_history: list[dict[str, Any]] = Field(description="Most recent alias moves, oldest first")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model_name": "property_friends_best_model",
+                    "serving": {"state": "serving", "version": "4", "detail": "version 4 at "
+                                "http://127.0.0.1:5001"},
+                    "aliases": {"champion": "4", "challenger": "4"},
+                    "alias_history": [
+                        {"alias": "champion", "from_version": "3", "to_version": "4",
+                         "reason": "best_model by test_mse (min)", "at": "2025-01-01T12:00:00+00:00",
+                         "actor": "1a2b3c4d5e6f"}
+                    ],
+                }
+            ]
+        }
+    )

@@ -1,0 +1,107 @@
+"""POST /train (queue a training job) and GET /job_status/{job_id} (follow it)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import JSONResponse
+
+from serving.api import deps
+from serving.api.auth import require
+from serving.api.errors import api_error
+from serving.api.schemas import (
+    ErrorResponse,
+    JobStatusResponse,
+    TrainAccepted,
+    TrainingParametersOut,
+    TrainRequest,
+)
+from serving.api.train_request import TrainRequestError, to_training_parameters
+from serving.jobs import describe_job, enqueue_training, fetch_job, training_queue
+from serving.keys import KeyRecord
+from serving.logging import get_logger
+from serving.roles import Capability
+
+router = APIRouter(tags=["training"])
+log = get_logger("serving.api.training")
+
+_AUTH_ERRORS = {
+    401: {"model": ErrorResponse, "description": "Missing or unknown API key"},
+    403: {"model": ErrorResponse, "description": "The key's role may not do this"},
+    503: {"model": ErrorResponse, "description": "Redis or the key store is unavailable"},
+}
+
+
+@router.post(
+    "/train",
+    status_code=202,
+    response_model=TrainAccepted,
+    summary="Queue a training job (the MLflow Project's main entry point)",
+    description=(
+        "Every part of the body is optional; omitted parts keep the Hydra defaults in conf/. "
+        "`pipeline_config` must name an allowlisted regressor (sklearn.ensemble "
+        "GradientBoostingRegressor, HistGradientBoostingRegressor, RandomForestRegressor, "
+        "lightgbm LGBMRegressor) with known, scalar params. Nothing is queued when the body "
+        "is refused (422 naming the field)."
+    ),
+    responses={**_AUTH_ERRORS, 422: {"model": ErrorResponse, "description": "Refused body"}},
+)
+def train(
+    body: TrainRequest,
+    request: Request,
+    key: KeyRecord = Depends(require(Capability.TRAIN)),
+) -> JSONResponse:
+    try:
+        parameters = to_training_parameters(body)
+    except TrainRequestError as error:
+        log.warning("train_refused", field=error.field, reason=error.message)
+        raise api_error(422, [{"row": None, "field": error.field, "message": error.message}]) from None
+    settings = deps.settings(request)
+    try:
+        job = enqueue_training(
+            training_queue(deps.redis(request), settings),
+            model=parameters.model,
+            overrides=parameters.overrides,
+            experiment_name=parameters.experiment_name,
+            submitted_by=key.key_id,
+            settings=settings,
+        )
+    except Exception as error:  # redis.exceptions.* : the queue is the unavailable dependency
+        log.error("enqueue_failed", error=repr(error))
+        raise api_error(503, "the training queue (Redis) is unavailable; retry shortly") from None
+    deps.metrics(request).jobs_enqueued.inc()
+    log.info("training_enqueued", job_id=job.id, model=parameters.model,
+             overrides=parameters.overrides, experiment_name=parameters.experiment_name)
+    accepted = TrainAccepted(
+        job_id=job.id,
+        status="queued",
+        status_url=str(request.url_for("job_status", job_id=job.id).path),
+        parameters=TrainingParametersOut(
+            model=parameters.model,
+            overrides=parameters.overrides,
+            experiment_name=parameters.experiment_name,
+        ),
+    )
+    return JSONResponse(accepted.model_dump(), status_code=202)
+
+
+@router.get(
+    "/job_status/{job_id}",
+    name="job_status",
+    response_model=JobStatusResponse,
+    summary="Status, progress and outcome of a training job",
+    responses={**_AUTH_ERRORS, 404: {"model": ErrorResponse, "description": "Unknown job id"}},
+)
+def job_status(
+    request: Request,
+    job_id: str = Path(max_length=128, examples=["5b1f0c3e-7d9a-4c2b-9e8f-1a2b3c4d5e6f"]),
+    key: KeyRecord = Depends(require(Capability.JOB_STATUS)),
+) -> JobStatusResponse:
+    try:
+        job = fetch_job(deps.redis(request), job_id)
+    except Exception as error:
+        log.error("job_fetch_failed", error=repr(error))
+        raise api_error(503, "the training queue (Redis) is unavailable; retry shortly") from None
+    if job is None:
+        raise api_error(404, f"unknown job id '{job_id}' (jobs are kept for "
+                             f"{int(deps.settings(request).jobs.result_ttl_s)} s after they end)")
+    return JobStatusResponse(**describe_job(job))

@@ -1,0 +1,133 @@
+"""The FastAPI proxy: API keys, row validation, predictions forwarded to the model servers,
+training jobs on Redis/RQ.
+
+    uvicorn serving.app:app --host 127.0.0.1 --port 8000
+
+Importing this module builds nothing but the routes: the lifespan starts the model-server
+supervisor, opens one pooled keep-alive HTTP client to the model servers, connects to Redis and
+builds the API-key store, and closes what it opened on shutdown. Tests pass their own
+dependencies to `create_app`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from omegaconf import DictConfig
+
+from serving.api import health, models, predict, training
+from serving.api.errors import install_exception_handlers
+from serving.api.observability import ProxyMetrics, RequestContextMiddleware
+from serving.logging import configure_logging, get_logger
+from serving.settings import get_settings, mlflow_tracking_uri
+
+log = get_logger("serving.app")
+
+DESCRIPTION = """
+Prices residential property in Santiago, Chile (in UF) with the registered model
+`property_friends_best_model`, and trains new versions on request.
+
+Send your key in the `X-API-Key` header (the **Authorize** button here does it for you).
+Roles: `predict` may call /predict; `train` also /train and /job_status; `admin` everything.
+`/health`, `/ready` and `/metrics` need no key.
+"""
+
+OPENAPI_TAGS = [
+    {"name": "predict", "description": "Prices from the served model"},
+    {"name": "training", "description": "Training jobs run by the worker (MLflow Project)"},
+    {"name": "models", "description": "Registry: champion selection and what is served"},
+    {"name": "health", "description": "Probes and metrics"},
+]
+
+
+def create_app(
+    supervisor: Any | None = None,
+    key_store: Any | None = None,
+    redis: Any | None = None,
+    settings: DictConfig | None = None,
+) -> FastAPI:
+    """The proxy app. Dependencies left as None are built (and closed) by the lifespan."""
+    settings = settings if settings is not None else get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(str(settings.proxy.log_level).upper())
+        async with AsyncExitStack() as stack:
+            app.state.key_store = key_store or await _start_key_store(settings, stack)
+            app.state.redis = redis or _open_redis(settings, stack)
+            app.state.supervisor = supervisor or await _start_supervisor(settings, stack)
+            app.state.http = await stack.enter_async_context(_model_server_client(settings))
+            log.info("proxy_started", model=settings.registry.model_name,
+                     queue=settings.jobs.queue, key_store=getattr(app.state.key_store,
+                                                                  "backend", "custom"))
+            yield
+            log.info("proxy_stopping")
+
+    app = FastAPI(
+        title="Property valuation API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        openapi_tags=OPENAPI_TAGS,
+        lifespan=lifespan,
+        max_body_size=int(settings.proxy.max_body_bytes),
+        # Browsers cannot send X-API-Key cross-site without a CORS preflight, so accepting a body
+        # without Content-Type adds no CSRF exposure and keeps bare clients working.
+        strict_content_type=False,
+    )
+    app.state.settings = settings
+    app.state.metrics = ProxyMetrics()
+    install_exception_handlers(app)
+    for router in (predict.router, training.router, models.router, health.router):
+        app.include_router(router)
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+    return app
+
+
+async def _start_key_store(settings: DictConfig, stack: AsyncExitStack) -> Any:
+    from serving.keys import build_key_store
+
+    store = build_key_store(settings)
+    await run_in_threadpool(store.start)
+    stack.push_callback(store.close)
+    return store
+
+
+def _open_redis(settings: DictConfig, stack: AsyncExitStack) -> Any:
+    from serving.jobs import redis_connection
+
+    connection = redis_connection(settings)
+    stack.push_callback(connection.close)
+    return connection
+
+
+async def _start_supervisor(settings: DictConfig, stack: AsyncExitStack) -> Any:
+    from serving.model_server import ModelServerSupervisor
+
+    supervisor = ModelServerSupervisor(settings, mlflow_tracking_uri())
+    await run_in_threadpool(supervisor.start)
+    stack.push_callback(supervisor.stop)
+    return supervisor
+
+
+def _model_server_client(settings: DictConfig) -> httpx.AsyncClient:
+    """One pooled keep-alive client for every forwarded prediction."""
+    proxy = settings.proxy
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(
+            float(settings.model_server.request_timeout_s),
+            connect=float(proxy.upstream_connect_timeout_s),
+        ),
+        limits=httpx.Limits(
+            max_connections=int(proxy.upstream_max_connections),
+            max_keepalive_connections=int(proxy.upstream_max_keepalive),
+        ),
+        trust_env=False,  # never route loopback model-server traffic through an HTTP proxy
+    )
+
+
+app = create_app()

@@ -1,0 +1,373 @@
+"""Training jobs: put on Redis by the proxy, executed by `python -m serving.worker`.
+
+The one job function, `run_training`, runs the Project's `main` entry point through MLflow
+Projects (the same command `make train` runs), copies the pipeline's progress file into the job's
+meta while it runs, and returns what the parent run recorded. RQ only ever imports this fixed
+function: a request chooses parameters, never code. Jobs are stored with RQ's JSON serializer, so
+nothing read back from Redis is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+from redis import Redis
+from rq import Queue, get_current_job
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from serving.logging import get_logger
+from serving.settings import get_settings, mlflow_tracking_uri, secret
+from valuation.config import PROJECT_ROOT
+from valuation.progress import PROGRESS_FILE_ENV
+
+log = get_logger("serving.jobs")
+
+ENTRY_POINT = "main"
+OUTPUT_ARTIFACT = "training_output.log"
+SERIALIZER = JSONSerializer
+
+
+class TrainingFailed(RuntimeError):
+    """The training run ended without success; the message says why and quotes its output."""
+
+
+class TrainingCancelled(RuntimeError):
+    """The worker was told to stop (SIGTERM) while a training ran."""
+
+
+# --- connections and the queue -----------------------------------------------------------------
+
+
+def redis_connection(settings: DictConfig | None = None, *, blocking: bool = False) -> Redis:
+    """A Redis client from settings (password from env REDIS_PASSWORD).
+
+    `blocking=True` is for the worker: its dequeue blocks on Redis for minutes, so it must not
+    have the short socket timeout the proxy uses to fail fast.
+    """
+    settings = settings if settings is not None else get_settings()
+    return Redis(
+        host=settings.redis.host,
+        port=int(settings.redis.port),
+        db=int(settings.redis.db),
+        password=secret("REDIS_PASSWORD"),
+        socket_timeout=None if blocking else float(settings.redis.socket_timeout_s),
+        socket_connect_timeout=float(settings.redis.socket_timeout_s),
+        health_check_interval=30,
+    )
+
+
+def training_queue(connection: Redis, settings: DictConfig | None = None) -> Queue:
+    settings = settings if settings is not None else get_settings()
+    return Queue(settings.jobs.queue, connection=connection, serializer=SERIALIZER)
+
+
+def enqueue_training(
+    queue: Queue,
+    *,
+    model: str,
+    overrides: str,
+    experiment_name: str,
+    submitted_by: str,
+    settings: DictConfig | None = None,
+) -> Job:
+    """Put one training on the queue; its timeout and result TTL come from settings."""
+    settings = settings if settings is not None else get_settings()
+    return queue.enqueue_call(
+        run_training,
+        kwargs={"model": model, "overrides": overrides, "experiment_name": experiment_name},
+        timeout=int(settings.jobs.job_timeout_s),
+        result_ttl=int(settings.jobs.result_ttl_s),
+        failure_ttl=int(settings.jobs.result_ttl_s),
+        description=f"train model={model or '(default)'} experiment={experiment_name}",
+        meta={
+            "submitted_by": submitted_by,
+            "progress": {"step": "queued", "fraction": 0.0, "message": "waiting for a worker"},
+        },
+    )
+
+
+def fetch_job(connection: Redis, job_id: str) -> Job | None:
+    from rq.exceptions import NoSuchJobError
+
+    try:
+        return Job.fetch(job_id, connection=connection, serializer=SERIALIZER)
+    except NoSuchJobError:
+        return None
+
+
+def describe_job(job: Job) -> dict[str, Any]:
+    """The job as /job_status reports it (status, progress, and the run's outcome)."""
+    status = job.get_status(refresh=False)
+    meta = job.meta or {}
+    described: dict[str, Any] = {
+        "job_id": job.id,
+        "status": status.value if isinstance(status, JobStatus) else str(status),
+        "progress": meta.get("progress"),
+        "run_id": meta.get("run_id"),
+        "metrics": {},
+        "version": None,
+        "champion_moved": None,
+        "validated": None,
+        "error": None,
+        "enqueued_at": _iso(job.enqueued_at),
+        "started_at": _iso(job.started_at),
+        "ended_at": _iso(job.ended_at),
+    }
+    if status == JobStatus.FINISHED:
+        result = job.return_value() or {}
+        for key in ("run_id", "metrics", "version", "champion_moved", "validated"):
+            if key in result:
+                described[key] = result[key]
+    elif status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+        described["error"] = meta.get("error") or _exception_message(job)
+    return described
+
+
+def _exception_message(job: Job) -> str | None:
+    result = job.latest_result()
+    text = getattr(result, "exc_string", None) if result is not None else None
+    if not text:
+        return None
+    # The last line of a traceback is "ExceptionType: message": the useful part for a client.
+    return text.strip().splitlines()[-1]
+
+
+def _iso(moment: Any) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+# --- the job -----------------------------------------------------------------------------------
+
+
+def run_training(model: str, overrides: str, experiment_name: str) -> dict[str, Any]:
+    """Run the Project's `main` entry point and return {run_id, metrics, version, ...}.
+
+    Executed by the worker. Raises TrainingFailed (with the run's last output lines) when the
+    run fails, and cancels the run if the job times out or the worker is stopped.
+    """
+    import mlflow
+    import mlflow.projects
+
+    settings = get_settings()
+    job = get_current_job()
+    uri = mlflow_tracking_uri()
+    poll_s = float(settings.jobs.progress_poll_s)
+    with tempfile.TemporaryDirectory(prefix="valuation-job-") as scratch:
+        progress_file = Path(scratch) / "progress.json"
+        output_file = Path(scratch) / OUTPUT_ARTIFACT
+        with _run_environment(uri, progress_file), CapturedOutput(output_file) as output:
+            mlflow.set_tracking_uri(uri)
+            submitted = mlflow.projects.run(
+                uri=str(PROJECT_ROOT),
+                entry_point=ENTRY_POINT,
+                parameters={"model": model, "overrides": overrides},
+                env_manager="local",
+                experiment_name=experiment_name,
+                synchronous=False,
+            )
+            run_id = submitted.run_id
+            log.info("training_started", run_id=run_id, model=model, overrides=overrides)
+            _save_meta(job, run_id=run_id)
+            try:
+                with _cancel_on_sigterm():
+                    _follow(submitted, job, progress_file, output, poll_s)
+            except BaseException as stop:  # timeout (JobTimeoutException), SIGTERM, Ctrl-C
+                _abort(submitted, run_id, f"training stopped: {type(stop).__name__}: {stop}", job)
+                raise
+            succeeded = submitted.get_status() == "FINISHED"
+        _attach_output(run_id, output_file)
+        outcome = _run_outcome(run_id, experiment_name)
+        run_status = outcome.pop("status")
+        if not succeeded or run_status != "FINISHED":
+            message = _failure_message(run_id, outcome, output_file, settings)
+            _save_meta(job, error=message)
+            raise TrainingFailed(message)
+    log.info("training_finished", **outcome)
+    return outcome
+
+
+def _follow(submitted: Any, job: Job | None, progress_file: Path, output: CapturedOutput,
+            poll_s: float) -> None:
+    """Until the run's process exits: forward its output and copy its progress into the job."""
+    last: dict[str, Any] | None = None
+    while True:
+        running = submitted.get_status() == "RUNNING"
+        output.forward()
+        progress = read_progress(progress_file)
+        if progress is not None and progress != last:
+            _save_meta(job, progress=progress)
+            last = progress
+        if not running:
+            return
+        time.sleep(poll_s)
+
+
+def read_progress(path: Path) -> dict[str, Any] | None:
+    """{step, fraction, message} from the pipeline's progress file, or None if absent/invalid."""
+    try:
+        data = json.loads(path.read_text())
+        return {
+            "step": str(data["step"]),
+            "fraction": max(0.0, min(1.0, float(data["fraction"]))),
+            "message": str(data.get("message", "")),
+        }
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _save_meta(job: Job | None, **values: Any) -> None:
+    if job is None:  # called outside a worker (e.g. directly in a test)
+        return
+    job.meta.update(values)
+    job.save_meta()
+
+
+def _abort(submitted: Any, run_id: str, reason: str, job: Job | None) -> None:
+    """Stop the run's processes and mark the MLflow run KILLED, so nothing keeps running."""
+    from mlflow import MlflowClient
+
+    log.warning("training_aborted", run_id=run_id, reason=reason)
+    try:
+        submitted.cancel()  # SIGTERM to the `mlflow run` process group, then waits
+        MlflowClient().set_terminated(run_id, status="KILLED")
+    finally:
+        _save_meta(job, error=reason)
+
+
+def _run_outcome(run_id: str, experiment_name: str) -> dict[str, Any]:
+    from mlflow import MlflowClient
+
+    run = MlflowClient().get_run(run_id)
+    tags = run.data.tags
+    version = tags.get("valuation.registered_version") or None
+    return {
+        "run_id": run_id,
+        "experiment_name": experiment_name,
+        "status": run.info.status,
+        "metrics": {k: v for k, v in sorted(run.data.metrics.items()) if k.startswith("test_")},
+        "version": version,
+        "champion_moved": _flag(tags.get("valuation.champion_moved")),
+        "validated": _flag(tags.get("valuation.validated")),
+        "register_outcome": tags.get("valuation.register_outcome"),
+    }
+
+
+def _flag(value: str | None) -> bool | None:
+    return None if value is None else value.strip().lower() == "true"
+
+
+def _failure_message(run_id: str, outcome: dict[str, Any], output_file: Path,
+                     settings: DictConfig) -> str:
+    tail = tail_lines(output_file, int(settings.jobs.output_tail_lines))
+    return (
+        f"training run {run_id} failed (experiment '{outcome['experiment_name']}'). "
+        f"Last lines of its output:\n{tail}"
+    )
+
+
+def tail_lines(path: Path, count: int) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no output captured)"
+    return "\n".join(lines[-count:]) or "(no output)"
+
+
+def _attach_output(run_id: str, output_file: Path) -> None:
+    """Keep the run's console output with the run, for whoever investigates it later."""
+    from mlflow import MlflowClient
+
+    try:
+        MlflowClient().log_artifact(run_id, str(output_file))
+    except Exception as error:  # the artifact store being down must not hide the outcome
+        log.warning("training_output_not_logged", run_id=run_id, error=str(error))
+
+
+@contextmanager
+def _run_environment(tracking_uri: str, progress_file: Path) -> Iterator[None]:
+    """Environment the `mlflow run` subprocess inherits; restored afterwards (the in-process
+    SimpleWorker shares this process)."""
+    bin_dir = str(Path(sys.executable).parent)  # the `mlflow` CLI of this virtualenv
+    changes = {
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        PROGRESS_FILE_ENV: str(progress_file),
+        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+    }
+    saved = {name: os.environ.get(name) for name in changes}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
+def _cancel_on_sigterm() -> Iterator[None]:
+    """SIGTERM during a training raises TrainingCancelled, so the run is stopped, not orphaned
+    (the `mlflow run` subprocess lives in its own session and would outlive a killed worker)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def cancel(signum: int, frame: Any) -> None:
+        raise TrainingCancelled("the worker received SIGTERM while training")
+
+    previous = signal.signal(signal.SIGTERM, cancel)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class CapturedOutput:
+    """Send this process's stdout/stderr (and so the run's subprocesses') to a file, forwarding
+    it to the original streams as it grows: the worker's log still shows the training, and a
+    failed job can quote its last lines."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> CapturedOutput:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self._saved_stdout = os.dup(1)
+        self._saved_stderr = os.dup(2)
+        file_fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(file_fd, 1)
+        os.dup2(file_fd, 2)
+        os.close(file_fd)
+        self._reader = self.path.open("rb")
+        return self
+
+    def forward(self) -> None:
+        chunk = self._reader.read()
+        if chunk:
+            os.write(self._saved_stdout, chunk)
+
+    def __exit__(self, *exc_info: object) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            self.forward()
+        finally:
+            os.dup2(self._saved_stdout, 1)
+            os.dup2(self._saved_stderr, 2)
+            os.close(self._saved_stdout)
+            os.close(self._saved_stderr)
+            self._reader.close()
