@@ -1,0 +1,1 @@
+"""Benchmarks: serving throughput and latency, batches, training scaling, pyfunc overhead, quality."""
