@@ -195,7 +195,10 @@ class VaultSession:
     def _needs_refresh(self) -> bool:
         if self._expires_at is None:
             return False
-        margin = max(RENEW_MIN_MARGIN_S, RENEW_AT_REMAINING_FRACTION * self._ttl_s)
+        # A share of the lifetime, at least a few seconds, but never more than half of it.
+        margin = min(
+            max(RENEW_MIN_MARGIN_S, RENEW_AT_REMAINING_FRACTION * self._ttl_s), self._ttl_s / 2
+        )
         return self._clock() >= self._expires_at - margin
 
     def _login(self) -> hvac.Client:

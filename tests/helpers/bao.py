@@ -122,3 +122,15 @@ def start_bao(tmp_path: Path, port: int | None = None) -> BaoServer:
     )
     _wait_healthy(server)
     return server
+
+
+def vault_settings(addr: str, keys_path: str = "valuation/api-keys", **vault_overrides: object):
+    """conf/serving.yaml with its `vault` section pointed at `addr` (and any other overrides)."""
+    from omegaconf import OmegaConf
+
+    from valuation.config import load_config
+
+    return OmegaConf.merge(
+        load_config(config_name="serving"),
+        {"vault": {"addr": addr, "port": None, "keys_path": keys_path, **vault_overrides}},
+    )

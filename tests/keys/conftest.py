@@ -7,12 +7,11 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from serving.settings import get_settings
 from serving.vault import VaultCredentials, VaultSession
-from tests.helpers.bao import BaoServer, start_bao
-from valuation.config import load_config
+from tests.helpers.bao import BaoServer, start_bao, vault_settings
 
 # Environment the key store and the CLI read; cleared so the outer shell cannot leak in.
 VAULT_ENV = (
@@ -46,14 +45,6 @@ def clean_vault_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture
 def keys_path() -> str:
     return f"valuation-test/{uuid.uuid4().hex}"
-
-
-def vault_settings(addr: str, keys_path: str, **vault_overrides: object) -> DictConfig:
-    """The serving settings with the vault section pointed at `addr`."""
-    settings = load_config(config_name="serving")
-    return OmegaConf.merge(
-        settings, {"vault": {"addr": addr, "port": None, "keys_path": keys_path, **vault_overrides}}
-    )
 
 
 @pytest.fixture

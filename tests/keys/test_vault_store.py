@@ -1,0 +1,162 @@
+"""VaultKeyStore against a real OpenBao dev server."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import hvac
+import pytest
+
+from serving.keys import (
+    BOOTSTRAP_OWNER,
+    InvalidOwner,
+    VaultKeyStore,
+    build_key_store,
+    hash_key,
+    key_id_of,
+)
+from serving.roles import UnknownRole
+from serving.vault import VaultCredentials, VaultSession
+
+
+def make_store(bao, keys_path, *, cache_ttl_s=60.0, refresh_s=15.0, bootstrap_key=None):
+    session = VaultSession(bao.addr, VaultCredentials(token=bao.root_token), timeout_s=2.0)
+    return VaultKeyStore(
+        session,
+        kv_mount="secret",
+        keys_path=keys_path,
+        cache_ttl_s=cache_ttl_s,
+        refresh_s=refresh_s,
+        bootstrap_key=bootstrap_key,
+    )
+
+
+def stored_table(bao, keys_path) -> dict:
+    """The key table exactly as Vault holds it, read with the root token."""
+    client = hvac.Client(url=bao.addr, token=bao.root_token, timeout=2)
+    answer = client.secrets.kv.v2.read_secret_version(
+        path=keys_path, mount_point="secret", raise_on_deleted_version=True
+    )
+    return answer["data"]["data"]
+
+
+def test_create_verify_list_revoke(bao, keys_path) -> None:
+    store = make_store(bao, keys_path)
+    key, record = store.create("alice", "predict")
+    assert key.startswith("pv_")
+    assert (record.owner, record.role) == ("alice", "predict")
+    assert record.key_id == key_id_of(hash_key(key))
+
+    assert store.verify(key) == record
+    assert [r.key_id for r in store.list()] == [record.key_id]
+
+    assert store.revoke(record.key_id) is True
+    assert store.verify(key) is None
+    assert store.list() == []
+    assert store.revoke(record.key_id) is False
+
+
+def test_vault_holds_only_hashes(bao, keys_path) -> None:
+    store = make_store(bao, keys_path)
+    key, record = store.create("alice", "train")
+    raw = stored_table(bao, keys_path)
+    assert key not in json.dumps(raw)
+    assert key[3:] not in json.dumps(raw)  # not even without its prefix
+    assert list(raw) == [hash_key(key)]
+    assert raw[hash_key(key)] == {
+        "key_id": record.key_id,
+        "owner": "alice",
+        "role": "train",
+        "created_at": record.created_at,
+    }
+
+
+def test_wrong_or_empty_key_is_not_verified(bao, keys_path) -> None:
+    store = make_store(bao, keys_path)
+    key, _ = store.create("alice", "admin")
+    assert store.verify(key[:-1]) is None
+    assert store.verify(key + "a") is None
+    assert store.verify("") is None
+    assert store.verify(hash_key(key)) is None  # knowing the stored hash is not enough
+
+
+def test_invalid_role_or_owner_writes_nothing(bao, keys_path) -> None:
+    store = make_store(bao, keys_path)
+    with pytest.raises(UnknownRole, match="'root'"):
+        store.create("alice", "root")
+    with pytest.raises(InvalidOwner):
+        store.create("al\nice", "predict")
+    assert store.list() == []
+
+
+def test_api_key_is_seeded_as_admin_once(bao, settings, monkeypatch) -> None:
+    monkeypatch.setenv("VAULT_TOKEN", bao.root_token)
+    monkeypatch.setenv("API_KEY", "the-spec-api-key")
+    store = build_key_store(settings)
+    assert store.backend == "vault"
+    record = store.verify("the-spec-api-key")
+    assert record is not None
+    assert (record.owner, record.role) == (BOOTSTRAP_OWNER, "admin")
+
+    again = build_key_store(settings)  # a second proxy starting: no duplicate, same record
+    assert again.verify("the-spec-api-key") == record
+    assert list(stored_table(bao, settings.vault.keys_path)) == [hash_key("the-spec-api-key")]
+
+
+def test_revocation_reaches_other_processes_after_refresh(bao, keys_path) -> None:
+    writer = make_store(bao, keys_path)
+    reader = make_store(bao, keys_path, cache_ttl_s=5.0, refresh_s=0.2)
+    key, record = writer.create("alice", "predict")
+    assert reader.verify(key) == record
+    writer.revoke(record.key_id)
+    deadline = time.monotonic() + 10
+    while reader.verify(key) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert reader.verify(key) is None
+
+
+def test_concurrent_creates_from_two_stores_all_land(bao, keys_path) -> None:
+    # Two proxies (or operators) writing at once: check-and-set must not lose either write.
+    stores = [make_store(bao, keys_path), make_store(bao, keys_path)]
+    created: list[str] = []
+    lock = threading.Lock()
+
+    def create_some(store: VaultKeyStore, owner: str) -> None:
+        for _ in range(4):
+            key, _ = store.create(owner, "predict")
+            with lock:
+                created.append(key)
+
+    threads = [
+        threading.Thread(target=create_some, args=(store, f"owner{i}"))
+        for i, store in enumerate(stores)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(created) == 8
+    assert set(stored_table(bao, keys_path)) == {hash_key(k) for k in created}
+    fresh = make_store(bao, keys_path)
+    assert all(fresh.verify(k) is not None for k in created)
+
+
+def test_healthy_reflects_vault(bao, keys_path) -> None:
+    assert make_store(bao, keys_path).healthy() is True
+
+
+def test_start_loads_and_close_stops_the_refresher(bao, keys_path) -> None:
+    writer = make_store(bao, keys_path)
+    key, record = writer.create("alice", "predict")
+    store = make_store(bao, keys_path, cache_ttl_s=5.0, refresh_s=0.2, bootstrap_key="boot")
+    store.start()
+    try:
+        assert store.verify(key) == record
+        assert store.verify("boot").owner == BOOTSTRAP_OWNER
+        thread = store._periodic
+        assert thread is not None and thread.is_alive()
+    finally:
+        store.close()
+    assert not thread.is_alive()
