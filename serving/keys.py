@@ -303,7 +303,10 @@ class VaultKeyStore:
         return api_key, record
 
     def list(self) -> builtins.list[KeyRecord]:
-        return sorted(self._current_table().values(), key=lambda r: (r.created_at, r.key_id))
+        """Every key, read fresh from Vault (an admin operation: needs Vault, like create)."""
+        with self._refresh_lock:
+            table = self.refresh()
+        return sorted(table.values(), key=lambda r: (r.created_at, r.key_id))
 
     def revoke(self, key_id: str) -> bool:
         removed: builtins.list[str] = []

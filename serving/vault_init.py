@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import hvac
+import structlog
 from hvac import exceptions as hvac_errors
 from omegaconf import DictConfig
 
@@ -84,6 +85,7 @@ def bootstrap(
     Names (mounts, paths, policy, role, token TTLs) come from the `vault` section of
     conf/serving.yaml. Every run issues a new secret_id; earlier ones stay valid.
     """
+    addr = vault_url(addr)
     vault = (settings if settings is not None else get_settings()).vault
     timeout = float(timeout_s if timeout_s is not None else vault.timeout_s)
     session = VaultSession(addr, VaultCredentials(token=root_token), timeout_s=timeout)
@@ -202,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     configure_logging()
+    # Logs on stderr: stdout carries only the credentials file's path, for scripts to read.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
 
     settings = get_settings()
     raw_addr = args.addr or settings.vault.addr
