@@ -16,6 +16,7 @@ import pandas as pd
 from bench.common import LOOPBACK
 from valuation.schema import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES, TARGET
 
+ANCHOR_EXPERIMENT = "bench-anchor"
 ANCHOR_MODEL = "gbr"  # conf/model/gbr.yaml: the specification's GradientBoostingRegressor example
 
 
@@ -64,9 +65,12 @@ def log_anchor(train: pd.DataFrame, tracking_uri: str) -> tuple[str, float]:
     flavor into `tracking_uri`. Returns (model URI, fit seconds)."""
     import mlflow
 
+    from valuation.config import ensure_experiment
+
     pipeline, fit_s = fit_plain_pipeline(ANCHOR_MODEL, train)
     mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment("bench-anchor")
+    ensure_experiment(ANCHOR_EXPERIMENT, tracking_uri)  # artifacts beside the store, not in ./mlruns
+    mlflow.set_experiment(ANCHOR_EXPERIMENT)
     example = train[list(FEATURES)].head(5).copy()
     for column in CATEGORICAL_FEATURES:
         example[column] = example[column].astype(object)

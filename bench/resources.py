@@ -8,7 +8,7 @@ import resource
 import subprocess
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,9 +57,9 @@ def listening_ports(pid: int) -> list[int]:
 
 @dataclass
 class RssSampler:
-    """Samples the RSS of named process trees every `interval_s` seconds in a background thread."""
+    """Calls each named probe (returning MB) every `interval_s` seconds in a background thread."""
 
-    pids: Mapping[str, int]
+    probes: Mapping[str, Callable[[], float]]
     interval_s: float = 2.0
     samples: list[dict[str, float]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -79,7 +79,9 @@ class RssSampler:
     def _run(self) -> None:
         while True:
             sample = {"t_s": round(time.monotonic() - self._started, 2)}
-            sample.update({name: round(tree_rss_mb(pid), 1) for name, pid in self.pids.items()})
+            for name, probe in self.probes.items():
+                with contextlib.suppress(psutil.Error):  # a process that is gone has no sample
+                    sample[name] = round(probe(), 1)
             self.samples.append(sample)
             if self._stop.wait(self.interval_s):
                 return

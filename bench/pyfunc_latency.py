@@ -1,0 +1,156 @@
+"""Single-row predict latency: the project's pyfunc against a plain scikit-learn Pipeline.
+
+Trains the default model with the real pipeline (`cv.folds=0`, throwaway SQLite store), loads it with
+`mlflow.pyfunc.load_model`, and times one-row predictions on distinct test rows, one row per call:
+  (a) `pyfunc.predict(df)`                       what `mlflow models serve` calls
+  (b) `Pipeline.predict(df)`                     OrdinalEncoder + passthrough + the same estimator
+                                                 class and params, fitted on the same cleaned rows
+  (c) `unwrap_python_model().predict(None, df)`  our code alone; (a) - (c) is MLflow's wrapper
+and, inside (c), row validation and feature+estimator time. Calls are interleaved (a, b, c, ... in
+rotating order) so that load from other processes hits every variant alike. A pyinstrument profile
+of (a) is written beside the results. Target: (a) at least 5x faster than (b) at the median.
+
+    python -m bench.pyfunc_latency [--data-dir DIR] [--quick] [--synthetic ROWS]
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.anchor import config_estimator, fit_plain_pipeline
+from bench.common import (
+    cleaned_train,
+    data_paths,
+    distinct_rows,
+    feature_records,
+    latency_summary,
+    load_tables,
+    parser,
+    progress,
+    ratio,
+    results_dir,
+    write_result,
+)
+from bench.processes import sigterm_as_interrupt
+from bench.project_model import tracking_store, train_project_model
+
+RESULT_NAME = "pyfunc_latency"
+PROFILE_FILE = "pyfunc_profile.txt"
+TARGET_SPEEDUP = 5.0
+DEFAULT_MODEL = "lgbm"  # conf/config.yaml's default model group
+
+
+def one_row_frames(test: pd.DataFrame, n_rows: int, seed: int = 0) -> list[pd.DataFrame]:
+    """`n_rows` distinct test rows, each as the one-row DataFrame a server builds from JSON."""
+    rows = distinct_rows(test)
+    chosen = rows.sample(n=min(n_rows, len(rows)), random_state=seed)
+    return [pd.DataFrame([record]) for record in feature_records(chosen)]
+
+
+def time_calls(variants: dict[str, Callable[[pd.DataFrame], Any]], frames: list[pd.DataFrame],
+               warmup: int) -> dict[str, list[float]]:
+    """Seconds per call of each variant on each frame, variants in rotating order per frame."""
+    names = list(variants)
+    for frame in frames[:warmup]:
+        for name in names:
+            variants[name](frame)
+    timings: dict[str, list[float]] = {name: [] for name in names}
+    clock = time.perf_counter
+    for index, frame in enumerate(frames):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            call = variants[name]
+            started = clock()
+            call(frame)
+            timings[name].append(clock() - started)
+    return timings
+
+
+def profile_pyfunc(pyfunc: Any, frames: list[pd.DataFrame], path: Path) -> str:
+    """A pyinstrument profile of `pyfunc.predict` over `frames`, written to `path` (code paths only)."""
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.0002)
+    profiler.start()
+    for frame in frames:
+        pyfunc.predict(frame)
+    profiler.stop()
+    text = profiler.output_text(unicode=False, color=False, show_all=False)
+    path.write_text(text)
+    return text
+
+
+def run(args: Any) -> dict[str, Any]:
+    import mlflow
+
+    n_rows = 200 if args.quick else 2000
+    with tempfile.TemporaryDirectory(prefix="bench-pyfunc-") as tmp, tracking_store(Path(tmp)):
+        paths = data_paths(args, Path(tmp))
+        train, test = load_tables(paths)
+        result = train_project_model(paths)
+        pyfunc = mlflow.pyfunc.load_model(result.model_uri)
+        inner = pyfunc.unwrap_python_model()
+
+        progress(f"fitting the plain Pipeline with the {DEFAULT_MODEL} estimator on the cleaned rows")
+        pipeline, pipeline_fit_s = fit_plain_pipeline(DEFAULT_MODEL, cleaned_train(train))
+        key, params, _ = config_estimator(DEFAULT_MODEL)
+
+        frames = one_row_frames(test, n_rows)
+        # The same numbers from (a) and (c): the wrapper only checks and converts the input.
+        np.testing.assert_allclose(pyfunc.predict(frames[0]), inner.predict(None, frames[0]))
+
+        variants: dict[str, Callable[[pd.DataFrame], Any]] = {
+            "pyfunc_predict": pyfunc.predict,
+            "sklearn_pipeline_predict": pipeline.predict,
+            "python_model_predict": lambda df: inner.predict(None, df),
+            "validation_only": inner.rules.validate_frame,
+            "features_and_estimator": lambda df: inner.fitted.predict_columns(inner.rules.validate_frame(df)),
+        }
+        progress(f"timing {len(frames)} one-row predictions for each of {len(variants)} variants")
+        timings = time_calls(variants, frames, warmup=min(50, len(frames)))
+        out_dir = results_dir(args)
+        profile_text = profile_pyfunc(pyfunc, frames[: min(500, len(frames))], out_dir / PROFILE_FILE)
+
+    summary = {name: latency_summary(values) for name, values in timings.items()}
+    pyfunc_p50 = summary["pyfunc_predict"]["p50_ms"]
+    speedup = ratio(summary["sklearn_pipeline_predict"]["p50_ms"], pyfunc_p50)
+    data = {
+        "data": paths.describe(),
+        "rows_timed": len(frames),
+        "model_config": DEFAULT_MODEL,
+        "estimator": key,
+        "estimator_params": params,
+        "pipeline_fit_s": pipeline_fit_s,
+        "latency": summary,
+        "speedup_pipeline_over_pyfunc_p50": speedup,
+        "speedup_pipeline_over_pyfunc_p95": ratio(summary["sklearn_pipeline_predict"]["p95_ms"],
+                                                  summary["pyfunc_predict"]["p95_ms"]),
+        "mlflow_wrapper_ms_p50": pyfunc_p50 - summary["python_model_predict"]["p50_ms"],
+        "target_speedup": TARGET_SPEEDUP,
+        "target_met": bool(speedup is not None and speedup >= TARGET_SPEEDUP),
+        "profile_file": PROFILE_FILE,
+    }
+    path = write_result(out_dir, RESULT_NAME, data, args.quick)
+    progress(f"pyfunc p50 {pyfunc_p50:.3f} ms vs Pipeline p50 "
+             f"{summary['sklearn_pipeline_predict']['p50_ms']:.3f} ms: {speedup:.1f}x "
+             f"(target {TARGET_SPEEDUP:.0f}x {'met' if data['target_met'] else 'NOT met'}); wrote {path}")
+    if not data["target_met"]:
+        progress("profile of pyfunc.predict (top):\n" + "\n".join(profile_text.splitlines()[:40]))
+    return data
+
+
+def main() -> None:
+    args = parser(__doc__.split("\n\n")[0]).parse_args()
+    with sigterm_as_interrupt():
+        run(args)
+
+
+if __name__ == "__main__":
+    main()

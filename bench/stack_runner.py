@@ -1,0 +1,144 @@
+"""Run the project's stack (`python -m serving.stack`, what `make stack` runs) on throwaway ports,
+state directory and store, and find its proxy and model-server processes."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+
+from bench.common import LOOPBACK, BenchError, free_port, progress
+from bench.processes import ProcessGroup
+from bench.resources import process_tree
+
+STACK_READY_TIMEOUT_S = 420  # tracking server, OpenBao, worker, proxy, then the model server's load
+
+
+@dataclass(frozen=True)
+class RunningStack:
+    proxy_url: str
+    api_key: str
+    stack_pid: int
+    proxy_pid: int
+    model_server_port: int
+    model_server_pid: int  # the `mlflow models serve` launcher; its tree includes the uvicorn workers
+    all_model_server_ports: tuple[int, ...]
+
+    @property
+    def model_server_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.model_server_port}"
+
+
+def start_stack(group: ProcessGroup, workdir: Path, tracking_uri: str) -> RunningStack:
+    """Start the stack serving the champion registered in `tracking_uri` (a SQLite store in
+    `workdir`) and wait until its proxy says it is ready."""
+    state_dir = workdir / "stack"
+    ports = {name: free_port() for name in ("mlflow", "proxy", "vault")}
+    model_server_port = _free_port_run(4)
+    api_key = secrets.token_urlsafe(32)
+    env = dict(os.environ)
+    env.update({
+        "API_KEY": api_key,  # seeded as an admin key; never printed
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        # A queue of its own: the shared Redis may carry other people's training queue.
+        "TRAINING_QUEUE": f"bench-{uuid.uuid4().hex[:8]}",
+    })
+    command = [
+        sys.executable, "-m", "serving.stack",
+        "--state-dir", str(state_dir),
+        "--backend-store-uri", tracking_uri,
+        "--artifacts-destination", str(workdir / "mlartifacts"),
+        "--mlflow-port", str(ports["mlflow"]),
+        "--proxy-port", str(ports["proxy"]),
+        "--vault-port", str(ports["vault"]),
+        "--model-server-port", str(model_server_port),
+    ]
+    progress(f"starting the stack: proxy on {LOOPBACK}:{ports['proxy']}, "
+             f"model servers from port {model_server_port}")
+    proc = group.start("stack", command, env=env)
+    proxy_url = f"http://{LOOPBACK}:{ports['proxy']}"
+    _wait_ready(proxy_url, proc, group)
+    proxy_pid = _listening_pid(proc.pid, ports["proxy"])
+    servers = _model_servers(proxy_pid, range(model_server_port, model_server_port + 16))
+    if not servers:
+        raise BenchError(f"the stack is ready but no model server listens from port {model_server_port}")
+    port = min(servers)
+    return RunningStack(proxy_url=proxy_url, api_key=api_key, stack_pid=proc.pid, proxy_pid=proxy_pid,
+                        model_server_port=port, model_server_pid=servers[port],
+                        all_model_server_ports=tuple(sorted(servers)))
+
+
+def _wait_ready(proxy_url: str, proc, group: ProcessGroup) -> None:
+    started = time.monotonic()
+    last = ""
+    with httpx.Client(timeout=5.0) as client:
+        while time.monotonic() - started < STACK_READY_TIMEOUT_S:
+            if proc.poll() is not None:
+                raise BenchError(f"the stack exited with code {proc.returncode}:\n{group.log_tail('stack')}")
+            try:
+                answer = client.get(f"{proxy_url}/ready")
+                if answer.status_code == 200:
+                    progress(f"stack ready after {time.monotonic() - started:.0f} s")
+                    return
+                last = answer.text[:300]
+            except httpx.HTTPError as error:
+                last = repr(error)
+            time.sleep(1.0)
+    raise BenchError(f"the stack's proxy was not ready within {STACK_READY_TIMEOUT_S} s (last: {last})\n"
+                     f"{group.log_tail('stack')}")
+
+
+def _listening_pid(root_pid: int, port: int) -> int:
+    for proc in process_tree(root_pid):
+        try:
+            if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                   for c in proc.net_connections(kind="tcp")):
+                return proc.pid
+        except psutil.Error:
+            continue
+    raise BenchError(f"no process of the stack listens on port {port}")
+
+
+def _model_servers(proxy_pid: int, ports: range) -> dict[int, int]:
+    """{port: pid of the proxy's child that leads that model server's process tree}."""
+    try:
+        children = psutil.Process(proxy_pid).children()
+    except psutil.Error:
+        return {}
+    found: dict[int, int] = {}
+    for child in children:
+        for proc in process_tree(child.pid):
+            try:
+                for conn in proc.net_connections(kind="tcp"):
+                    if conn.status == psutil.CONN_LISTEN and conn.laddr.port in ports:
+                        found[conn.laddr.port] = child.pid
+            except psutil.Error:
+                continue
+    return found
+
+
+def _free_port_run(count: int) -> int:
+    """The first of `count` consecutive free ports (the supervisor takes ports from a base up)."""
+    for _ in range(50):
+        base = free_port()
+        if base + count < 65535 and all(_port_free(base + i) for i in range(count)):
+            return base
+    raise BenchError(f"no run of {count} free ports found on {LOOPBACK}")
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
