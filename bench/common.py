@@ -172,6 +172,14 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 
 
+def start_stamp() -> dict[str, Any]:
+    """When a part started and the machine's load then (other processes' work skews numbers)."""
+    return {
+        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "load_avg_1m_at_start": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+    }
+
+
 # --- result files ------------------------------------------------------------------------------
 
 def write_result(directory: Path, name: str, data: dict[str, Any], quick: bool) -> Path:

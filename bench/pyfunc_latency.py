@@ -36,6 +36,7 @@ from bench.common import (
     progress,
     ratio,
     results_dir,
+    start_stamp,
     write_result,
 )
 from bench.processes import sigterm_as_interrupt
@@ -91,6 +92,7 @@ def run(args: Any) -> dict[str, Any]:
     import mlflow
 
     n_rows = 200 if args.quick else 2000
+    stamp = start_stamp()
     with tempfile.TemporaryDirectory(prefix="bench-pyfunc-") as tmp, tracking_store(Path(tmp)):
         paths = data_paths(args, Path(tmp))
         train, test = load_tables(paths)
@@ -122,6 +124,7 @@ def run(args: Any) -> dict[str, Any]:
     pyfunc_p50 = summary["pyfunc_predict"]["p50_ms"]
     speedup = ratio(summary["sklearn_pipeline_predict"]["p50_ms"], pyfunc_p50)
     data = {
+        **stamp,
         "data": paths.describe(),
         "rows_timed": len(frames),
         "model_config": DEFAULT_MODEL,

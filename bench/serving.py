@@ -36,6 +36,7 @@ from bench.common import (
     progress,
     ratio,
     results_dir,
+    start_stamp,
     write_result,
 )
 from bench.loadgen import (
@@ -164,6 +165,7 @@ def flatness(values: Sequence[float]) -> dict[str, Any]:
 def run(args: Any) -> dict[str, Any]:
     require_wrk()
     plan = ServingPlan.for_args(args)
+    stamp = start_stamp()
     out_dir = results_dir(args)
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp_name, \
             tracking_store(Path(tmp_name)) as tracking_uri, \
@@ -213,6 +215,7 @@ def run(args: Any) -> dict[str, Any]:
         memory = memory_run(targets["proxy"], stack.proxy_pid, stack.model_server_pid, plan)
 
     data = {
+        **stamp,
         "data": paths.describe(),
         "distinct_bodies": len(records),
         "plan": plan.__dict__,
