@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -275,7 +276,13 @@ def lineage_source(tables: Tables, role: str):
     """
     location = tables.train_location if role == "train" else tables.test_location
     if location:
-        return location
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+        # MLflow registers its local-file source twice (schemes "" and "file") and warns that
+        # a path is ambiguous between the two identical classes; that warning says nothing.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways")
+            return resolve_dataset_source(location)
     return NamedDatasetSource(tables.train_name if role == "train" else tables.test_name)
 
 
