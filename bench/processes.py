@@ -27,7 +27,8 @@ from bench.resources import process_tree
 class ProcessGroup:
     """Starts named processes (each its own process group) and stops all of them on exit."""
 
-    def __init__(self, log_dir: Path):
+    def __init__(self, log_dir: Path, grace_s: float = 10.0):
+        self.grace_s = grace_s  # SIGTERM -> SIGKILL per process group
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -62,10 +63,10 @@ class ProcessGroup:
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
-    def stop(self, name: str, grace_s: float = 10.0) -> None:
+    def stop(self, name: str) -> None:
         proc = self._procs.pop(name, None)
         if proc is not None:
-            stop_process_group(proc, grace_s)
+            stop_process_group(proc, self.grace_s)
 
     def stop_all(self) -> None:
         for name in list(self._procs)[::-1]:
@@ -88,9 +89,16 @@ def stop_process_group(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> 
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
-    for child in descendants:
+    # psutil checks that each pid still belongs to the process seen before (its create time).
+    lingering = [p for p in descendants if _any_alive([p])]
+    for child in lingering:
         with contextlib.suppress(psutil.Error):
-            child.kill()  # psutil checks the pid still belongs to the same process (create time)
+            child.terminate()
+    _, still = psutil.wait_procs(lingering, timeout=3)
+    for child in still:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    psutil.wait_procs(still, timeout=5)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=5)
 
