@@ -19,12 +19,14 @@ import httpx
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from omegaconf import DictConfig
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from serving.api import health, models, predict, training
+from serving.api.deps import tracking_uri_of
 from serving.api.errors import install_exception_handlers
 from serving.api.observability import ProxyMetrics, RequestContextMiddleware
 from serving.logging import configure_logging, get_logger
-from serving.settings import get_settings, mlflow_tracking_uri
+from serving.settings import get_settings
 
 log = get_logger("serving.app")
 
@@ -74,7 +76,6 @@ def create_app(
         description=DESCRIPTION,
         openapi_tags=OPENAPI_TAGS,
         lifespan=lifespan,
-        max_body_size=int(settings.proxy.max_body_bytes),
         # Browsers cannot send X-API-Key cross-site without a CORS preflight, so accepting a body
         # without Content-Type adds no CSRF exposure and keeps bare clients working.
         strict_content_type=False,
@@ -84,7 +85,12 @@ def create_app(
     install_exception_handlers(app)
     for router in (predict.router, training.router, models.router, health.router):
         app.include_router(router)
-    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+    max_body = int(settings.proxy.max_body_bytes)
+    # Inner: cuts a streamed body without Content-Length as it is read (a 413 through our error
+    # handler). Outer (added last): ids, logs, metrics, and a JSON 413 for declared sizes.
+    app.add_middleware(RequestBodyLimitMiddleware, max_body_size=max_body)
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics,
+                       max_body_bytes=max_body)
     return app
 
 
@@ -108,7 +114,7 @@ def _open_redis(settings: DictConfig, stack: AsyncExitStack) -> Any:
 async def _start_supervisor(settings: DictConfig, stack: AsyncExitStack) -> Any:
     from serving.model_server import ModelServerSupervisor
 
-    supervisor = ModelServerSupervisor(settings, mlflow_tracking_uri())
+    supervisor = ModelServerSupervisor(settings, tracking_uri_of(settings))
     await run_in_threadpool(supervisor.start)
     stack.push_callback(supervisor.stop)
     return supervisor

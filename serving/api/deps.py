@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from redis import Redis
 
 from serving.api.observability import ProxyMetrics
+from valuation.config import tracking_uri as default_tracking_uri
 
 
 def settings(request: Request) -> DictConfig:
@@ -30,3 +31,12 @@ def redis(request: Request) -> Redis:
 
 def metrics(request: Request) -> ProxyMetrics:
     return request.app.state.metrics
+
+
+def tracking_uri_of(app_settings: DictConfig) -> str:
+    """The MLflow tracking (and registry) URI of these settings."""
+    return app_settings.mlflow.tracking_uri or default_tracking_uri()
+
+
+def tracking_uri(request: Request) -> str:
+    return tracking_uri_of(settings(request))

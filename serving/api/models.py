@@ -23,7 +23,6 @@ from serving.api.schemas import (
 from serving.keys import KeyRecord
 from serving.logging import get_logger
 from serving.roles import Capability
-from serving.settings import mlflow_tracking_uri
 from valuation.registry import (
     alias_history,
     alias_version,
@@ -50,8 +49,8 @@ _AUTH_ERRORS = {
 }
 
 
-def _client() -> MlflowClient:
-    uri = mlflow_tracking_uri()
+def _client(request: Request) -> MlflowClient:
+    uri = deps.tracking_uri(request)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
@@ -82,7 +81,7 @@ def best_model(
     settings = deps.settings(request)
     name = settings.registry.model_name
     alias = settings.registry.champion_alias
-    client = _client()
+    client = _client(request)
     try:
         best_run, value = _best_run(client, config.experiment_name, metric, goal)
         model_uri = best_run.data.tags[MODEL_URI_TAG]
@@ -171,7 +170,7 @@ def models(
 ) -> ModelsResponse:
     settings = deps.settings(request)
     registry = settings.registry
-    client = _client()
+    client = _client(request)
     try:
         aliases = {
             alias: alias_version(client, registry.model_name, alias)

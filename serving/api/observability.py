@@ -68,9 +68,12 @@ def request_id_of(scope_or_request: Any) -> str | None:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, metrics: ProxyMetrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: ProxyMetrics, max_body_bytes: int) -> None:
         self.app = app
         self.metrics = metrics
+        # Declared sizes are refused here, with our JSON body; a streamed body without a length
+        # is cut by the RequestBodyLimitMiddleware inside (same setting) while it is read.
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -93,7 +96,16 @@ class RequestContextMiddleware:
 
         started = time.perf_counter()
         try:
-            await self.app(scope, receive, send_with_id)
+            declared = _content_length(scope)
+            if declared is not None and declared > self.max_body_bytes:
+                too_large = JSONResponse(
+                    {"detail": f"request body of {declared} bytes exceeds the limit of "
+                               f"{self.max_body_bytes} bytes", "request_id": request_id},
+                    status_code=413,
+                )
+                await too_large(scope, receive, send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
         except Exception:
             log.exception("unhandled_error", method=scope["method"], path=scope["path"])
             if response_started:
@@ -127,6 +139,16 @@ def _incoming_request_id(scope: Scope) -> str | None:
         if name == b"x-request-id":
             candidate = value.decode("latin-1").strip()
             return candidate if _VALID_REQUEST_ID.fullmatch(candidate) else None
+    return None
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
     return None
 
 

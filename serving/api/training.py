@@ -93,7 +93,11 @@ def train(
 )
 def job_status(
     request: Request,
-    job_id: str = Path(max_length=128, examples=["5b1f0c3e-7d9a-4c2b-9e8f-1a2b3c4d5e6f"]),
+    job_id: str = Path(
+        max_length=128,
+        description="The job_id POST /train answered",
+        openapi_examples={"a job": {"value": "5b1f0c3e-7d9a-4c2b-9e8f-1a2b3c4d5e6f"}},
+    ),
     key: KeyRecord = Depends(require(Capability.JOB_STATUS)),
 ) -> JobStatusResponse:
     try:

@@ -1,0 +1,195 @@
+"""Fixtures for the proxy tests: real Redis (a unique queue per test, purged afterwards), the real
+env-backed key store, a real model-server supervisor, real HTTP upstreams, and a tiny model
+trained by the project's own pipeline for the tests that need real predictions."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from omegaconf import DictConfig
+from redis import Redis
+
+from serving.app import create_app
+from serving.keys import EnvKeyStore
+from serving.model_server import ModelServerSupervisor
+from tests.api.support import (
+    TINY_PIPELINE,
+    FakeModelServer,
+    TrainedModel,
+    purge_queue,
+    run_pipeline_in_child,
+    serving_settings,
+    wait_for,
+)
+
+# --- Redis -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_conn() -> Iterator[Redis]:
+    connection = Redis(host="127.0.0.1", port=6379, db=0, socket_timeout=5)
+    yield connection
+    connection.close()
+
+
+# --- settings, keys, supervisor ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def empty_registry(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tracking store with no registered model (so no champion)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('empty-registry') / 'mlflow.db'}"
+
+
+@pytest.fixture
+def api_settings(tmp_path: Path, empty_registry: str, redis_conn: Redis) -> Iterator[DictConfig]:
+    settings = serving_settings(tmp_path, empty_registry)
+    yield settings
+    purge_queue(redis_conn, settings.jobs.queue)
+
+
+@pytest.fixture
+def api_key() -> str:
+    return f"pv_test_{secrets.token_urlsafe(24)}"
+
+
+@pytest.fixture
+def key_store(api_key: str) -> EnvKeyStore:
+    """The real key store used without Vault: API_KEY is the one (admin) key."""
+    return EnvKeyStore(api_key)
+
+
+@pytest.fixture
+def auth(api_key: str) -> dict[str, str]:
+    return {"X-API-Key": api_key}
+
+
+@pytest.fixture(scope="session")
+def idle_supervisor(
+    tmp_path_factory: pytest.TempPathFactory, empty_registry: str
+) -> Iterator[ModelServerSupervisor]:
+    """A real supervisor watching a registry that has no champion: it serves nothing."""
+    settings = serving_settings(tmp_path_factory.mktemp("idle-supervisor"), empty_registry)
+    supervisor = ModelServerSupervisor(settings, empty_registry)
+    supervisor.start()
+    wait_for(lambda: supervisor.status()["state"] != "starting", 60, "the supervisor to settle")
+    yield supervisor
+    supervisor.stop()
+
+
+@pytest.fixture
+def make_client(
+    api_settings: DictConfig, redis_conn: Redis, key_store: EnvKeyStore,
+    idle_supervisor: ModelServerSupervisor,
+) -> Iterator[Callable[..., TestClient]]:
+    """Build the app with injected dependencies and run its lifespan; closed after the test."""
+    opened: list[TestClient] = []
+
+    def make(**dependencies: Any) -> TestClient:
+        app = create_app(
+            supervisor=dependencies.get("supervisor", idle_supervisor),
+            key_store=dependencies.get("key_store", key_store),
+            redis=dependencies.get("redis", redis_conn),
+            settings=dependencies.get("settings", api_settings),
+        )
+        client = TestClient(app, raise_server_exceptions=False)
+        client.__enter__()
+        opened.append(client)
+        return client
+
+    yield make
+    for client in opened:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    return make_client()
+
+
+# --- upstreams for the fault paths -------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_model_server() -> Iterator[FakeModelServer]:
+    state = FakeModelServer(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:  # keep test output quiet
+            pass
+
+        def do_GET(self) -> None:
+            self._answer(200, b"\n" if self.path == "/ping" else b"{}")
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            state.received.append(body)
+            rows = body["dataframe_split"]["data"]
+            if state.mode == "slow":
+                time.sleep(state.delay_s)
+            if state.mode == "bad_request":
+                self._answer(400, json.dumps({"error_code": "INVALID_PARAMETER_VALUE",
+                                              "message": "row 0, field 'sector': rejected"}).encode())
+            elif state.mode == "error":
+                self._answer(500, b'{"error_code": "INTERNAL_ERROR", "message": "boom"}')
+            elif state.mode == "garbage":
+                self._answer(200, b'{"predictions": ["a lot"]}')
+            else:
+                prices = [1000.0 * (i + 1) for i in range(len(rows))]
+                self._answer(200, json.dumps({"predictions": prices}).encode())
+
+        def _answer(self, status: int, payload: bytes) -> None:
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the proxy gave up first (the timeout test)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+# --- a real trained model ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
+    root = tmp_path_factory.mktemp("trained-model")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    result = run_pipeline_in_child(uri, root, TINY_PIPELINE)
+    assert result["version"], f"the tiny model was not registered: {result}"
+    return TrainedModel(uri, root, result["version"], "api-tests")
+
+
+@pytest.fixture(scope="session")
+def serving_supervisor(trained_model: TrainedModel) -> Iterator[ModelServerSupervisor]:
+    """The real supervisor running `mlflow models serve` for the tiny model's champion."""
+    settings = serving_settings(trained_model.root, trained_model.tracking_uri)
+    supervisor = ModelServerSupervisor(settings, trained_model.tracking_uri)
+    supervisor.start()
+    try:
+        wait_for(lambda: supervisor.current() is not None, 300, "the champion to be served", 0.5)
+    except AssertionError:
+        status = supervisor.status()
+        supervisor.stop()
+        raise AssertionError(f"model server did not come up: {status}") from None
+    yield supervisor
+    supervisor.stop()

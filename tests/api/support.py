@@ -1,0 +1,167 @@
+"""Helpers of the proxy tests (fixtures are in conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from redis import Redis
+from rq import Queue
+
+from serving.jobs import SERIALIZER
+from serving.model_server import ServedModel
+from valuation.config import PROJECT_ROOT, load_config
+from valuation.validation import ValidationRules
+
+MODEL_NAME = "property_friends_best_model"
+TEST_SECTORS = ("la reina", "las condes", "lo barnechea", "providencia", "vitacura")
+
+# A tiny model from the real pipeline on synthetic data: thresholds opened up so it registers.
+TINY_PIPELINE = [
+    "data=sample", "data.n_train=600", "data.n_test=200", "cv.folds=0", "model=gbr",
+    "model.params.n_estimators=30", "model.params.max_depth=3",
+    "evaluate.thresholds.rmse=1e12", "evaluate.thresholds.mae=1e12",
+    "evaluate.thresholds.r2=-1e12", "experiment_name=api-tests",
+]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def serving_settings(tmp_path: Path, tracking_uri: str, **overrides: Any) -> DictConfig:
+    """conf/serving.yaml with a unique queue, no Vault, and a tmp tracking store and run dir."""
+    base = load_config(config_name="serving")
+    patch: dict[str, Any] = {
+        "jobs": {"queue": f"test-api-{uuid.uuid4().hex[:12]}"},
+        "vault": {"addr": None, "port": None},
+        "mlflow": {"tracking_uri": tracking_uri},
+        "model_server": {"run_dir": str(tmp_path / "model-servers"), "base_port": free_port()},
+    }
+    return OmegaConf.merge(base, patch, overrides)
+
+
+def purge_queue(connection: Redis, queue_name: str) -> None:
+    """Delete a test queue, its registries and every job that went through it."""
+    queue = Queue(queue_name, connection=connection, serializer=SERIALIZER)
+    job_ids = set(queue.job_ids)
+    for registry in (queue.started_job_registry, queue.finished_job_registry,
+                     queue.failed_job_registry, queue.deferred_job_registry,
+                     queue.scheduled_job_registry, queue.canceled_job_registry):
+        job_ids.update(registry.get_job_ids())
+    for job_id in job_ids:
+        for key in connection.scan_iter(f"rq:*{job_id}*"):
+            connection.delete(key)
+    for key in connection.scan_iter(f"rq:*{queue_name}*"):
+        connection.delete(key)
+    connection.srem("rq:queues", f"rq:queue:{queue_name}")
+
+
+def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def queue_length(connection: Redis, settings: DictConfig) -> int:
+    return Queue(settings.jobs.queue, connection=connection, serializer=SERIALIZER).count
+
+
+def make_rules(max_rows: int = 10_000) -> ValidationRules:
+    cfg = load_config().validation
+    rules = ValidationRules.from_config(cfg, TEST_SECTORS)
+    return ValidationRules.from_dict({**rules.to_dict(), "max_rows": max_rows})
+
+
+class FixedSupervisor:
+    """Stands in for ModelServerSupervisor where a fault must be produced on demand: a model
+    server that dies or hangs *after* the supervisor last checked it. The real supervisor unbinds
+    such a server within a poll interval, so that window cannot be hit reliably for real. It
+    points at a real HTTP server (or a closed port) and has the supervisor's public API."""
+
+    def __init__(self, base_url: str, version: str = "7", rules: ValidationRules | None = None,
+                 broken_status: bool = False) -> None:
+        self.model = ServedModel(MODEL_NAME, version, base_url, rules or make_rules(), {})
+        self.broken_status = broken_status
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def current(self) -> ServedModel | None:
+        return self.model
+
+    def served(self, version: str | None = None, alias: str | None = None) -> ServedModel | None:
+        if version is not None and version != self.model.version:
+            return None
+        if alias is not None and alias != "champion":
+            return None
+        return self.model
+
+    @contextmanager
+    def use(self, version: str | None = None, alias: str | None = None):
+        yield self.served(version, alias)
+
+    def status(self) -> dict[str, Any]:
+        if self.broken_status:
+            raise RuntimeError("supervisor state corrupted (test fault)")
+        return {"state": "serving", "version": self.model.version, "detail": "fixed",
+                "servers": [{"version": self.model.version}]}
+
+
+@dataclass
+class FakeModelServer:
+    """A real HTTP server playing a model server's part: answers /invocations as told by `mode`
+    (ok, slow, bad_request, error, garbage) and keeps the bodies it received."""
+
+    url: str
+    mode: str = "ok"
+    received: list[dict[str, Any]] = field(default_factory=list)
+    delay_s: float = 3.0
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    tracking_uri: str
+    root: Path
+    version: str
+    experiment_name: str
+
+
+def run_pipeline_in_child(tracking_uri: str, workdir: Path, overrides: list[str]) -> dict[str, Any]:
+    """`steps.main.run_pipeline(overrides)` in a child interpreter (MLflow's global state stays
+    out of the test process); returns the PipelineResult as a dict."""
+    script = textwrap.dedent(
+        """
+        import dataclasses, json, sys
+        from steps.main import run_pipeline
+        result = run_pipeline(json.loads(sys.argv[1]))
+        print("RESULT=" + json.dumps(dataclasses.asdict(result)))
+        """
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONPATH": str(PROJECT_ROOT)}
+    env.pop("MLFLOW_RUN_ID", None)
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(overrides)], cwd=workdir,
+                          env=env, capture_output=True, text=True, timeout=900)
+    marker = [line for line in done.stdout.splitlines() if line.startswith("RESULT=")]
+    if done.returncode != 0 or not marker:
+        raise RuntimeError(f"pipeline failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(marker[-1].removeprefix("RESULT="))
