@@ -8,7 +8,6 @@ subprocesses: one interpreter start instead of five, and one place to catch a fa
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass
 
 import mlflow
@@ -16,7 +15,7 @@ from omegaconf import OmegaConf
 
 from steps import evaluate, ingest, register, train
 from steps.common import run_cli, split_overrides
-from valuation.config import load_config, tracking_uri
+from valuation.config import configure_mlflow, load_config, tracking_uri
 from valuation.progress import report
 
 
@@ -33,8 +32,7 @@ class PipelineResult:
 def run_pipeline(overrides: list[str]) -> PipelineResult:
     """Compose the config from `overrides` and run the four steps. Returns what was produced."""
     cfg = load_config(overrides)
-    mlflow.set_tracking_uri(tracking_uri(cfg))
-    _choose_experiment(cfg.experiment_name)
+    configure_mlflow(cfg)
     with mlflow.start_run(run_name=f"pipeline-{cfg.model.name}") as parent:
         mlflow.set_tags({"valuation.step": "main", "valuation.model": cfg.model.name})
         mlflow.log_param("overrides", " ".join(overrides)[:6000])
@@ -68,20 +66,6 @@ def run_pipeline(overrides: list[str]) -> PipelineResult:
         version=registered.version,
         champion_moved=registered.champion_moved,
     )
-
-
-def _choose_experiment(name: str) -> None:
-    """`mlflow run` creates the parent run before we start (MLFLOW_RUN_ID) in the experiment given
-    by its --experiment-name; nested runs must join that experiment, so it wins over the config."""
-    from valuation.config import ensure_experiment
-
-    launched_run = os.environ.get("MLFLOW_RUN_ID")
-    if launched_run:
-        experiment_id = mlflow.MlflowClient().get_run(launched_run).info.experiment_id
-        mlflow.set_experiment(experiment_id=experiment_id)
-        return
-    ensure_experiment(name, mlflow.get_tracking_uri())
-    mlflow.set_experiment(name)
 
 
 def _summary(result: PipelineResult, model_name: str) -> str:

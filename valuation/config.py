@@ -45,6 +45,13 @@ def configure_mlflow(cfg: DictConfig) -> str:
 
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
+    launched_run = os.environ.get("MLFLOW_RUN_ID")
+    if launched_run:
+        # `mlflow run` created our run already, in the experiment named by its --experiment-name;
+        # our runs (and nested ones) must join that experiment, so it wins over the config.
+        experiment_id = mlflow.MlflowClient(tracking_uri=uri).get_run(launched_run).info.experiment_id
+        mlflow.set_experiment(experiment_id=experiment_id)
+        return uri
     ensure_experiment(cfg.experiment_name, uri)
     mlflow.set_experiment(cfg.experiment_name)
     return uri

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 
 import numpy as np
@@ -102,14 +101,6 @@ def test_unusable_files(make_cfg, tmp_path, content, expected):
 def test_a_directory_is_not_a_csv(make_cfg, tmp_path):
     with pytest.raises(DataError, match="is a directory"):
         load_tables(make_cfg(f"data.train_path={tmp_path}", "data.test_path=null"))
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_unreadable_file(make_cfg, write_csv):
-    path = write_csv("train.csv", generate_frame(5, 1))
-    path.chmod(0)
-    with pytest.raises(DataError, match="cannot read file: Permission denied"):
-        load_tables(make_cfg(f"data.train_path={path}", "data.test_path=null"))
 
 
 def test_sample_source(make_cfg):
