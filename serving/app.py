@@ -60,6 +60,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(str(settings.proxy.log_level).upper())
         async with AsyncExitStack() as stack:
+            _use_tracking_uri(tracking_uri_of(settings), stack)
             app.state.key_store = key_store or await _start_key_store(settings, stack)
             app.state.redis = redis or _open_redis(settings, stack)
             app.state.supervisor = supervisor or await _start_supervisor(settings, stack)
@@ -94,12 +95,28 @@ def create_app(
     return app
 
 
+def _use_tracking_uri(uri: str, stack: AsyncExitStack) -> None:
+    """Point this process's MLflow at the settings' store. Registering a `models:/m-...` source
+    resolves the logged model through MLflow's global URI, not the client's, so they must agree."""
+    import mlflow
+
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+
+    def restore() -> None:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
+
+    stack.callback(restore)
+
+
 async def _start_key_store(settings: DictConfig, stack: AsyncExitStack) -> Any:
     from serving.keys import build_key_store
 
     store = build_key_store(settings)
     await run_in_threadpool(store.start)
-    stack.push_callback(store.close)
+    stack.callback(store.close)
     return store
 
 
@@ -107,7 +124,7 @@ def _open_redis(settings: DictConfig, stack: AsyncExitStack) -> Any:
     from serving.jobs import redis_connection
 
     connection = redis_connection(settings)
-    stack.push_callback(connection.close)
+    stack.callback(connection.close)
     return connection
 
 
@@ -116,7 +133,7 @@ async def _start_supervisor(settings: DictConfig, stack: AsyncExitStack) -> Any:
 
     supervisor = ModelServerSupervisor(settings, tracking_uri_of(settings))
     await run_in_threadpool(supervisor.start)
-    stack.push_callback(supervisor.stop)
+    stack.callback(supervisor.stop)
     return supervisor
 
 
