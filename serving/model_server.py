@@ -242,17 +242,15 @@ class VersionInfo:
 
 def read_version_info(name: str, version: str, tracking_uri: str) -> VersionInfo:
     """Metadata, validation rules and an example request of `models:/name/version`."""
-    from mlflow.artifacts import download_artifacts
+    from mlflow import MlflowClient
     from mlflow.models import Model
 
     uri = f"models:/{name}/{version}"
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     with tempfile.TemporaryDirectory(prefix="model-info-") as tmp:
         try:
-            mlmodel_path = download_artifacts(
-                artifact_uri=f"{uri}/MLmodel", dst_path=tmp,
-                tracking_uri=tracking_uri, registry_uri=tracking_uri,
-            )
-            model = Model.load(mlmodel_path)
+            location = version_artifact_location(client, name, version)
+            model = Model.load(_download(f"{location}/MLmodel", tmp, tracking_uri))
         except Exception as exc:  # MLflow raises many types here; all mean "cannot read it"
             raise ModelLoadError(f"cannot read {uri}/MLmodel: {_one_line(exc)}") from exc
         metadata = dict(model.metadata or {})
@@ -265,24 +263,39 @@ def read_version_info(name: str, version: str, tracking_uri: str) -> VersionInfo
             rules = ValidationRules.from_dict(metadata["validation_rules"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelLoadError(f"{uri} has malformed validation_rules: {exc!r}") from exc
-        payload = _logged_serving_example(model, uri, tracking_uri, tmp)
+        payload = _logged_serving_example(model, location, uri, tracking_uri, tmp)
     return VersionInfo(metadata=metadata, rules=rules,
                        smoke_payload=payload or example_payload(rules))
 
 
-def _logged_serving_example(model: Any, uri: str, tracking_uri: str, tmp: str) -> dict | None:
+def version_artifact_location(client: Any, name: str, version: str) -> str:
+    """Where the files of a registered version live.
+
+    Resolved with our own client because MLflow resolves `models:/name/version` artifact URIs
+    against the process-global registry URI, whatever tracking URI is passed in."""
+    location = str(client.get_model_version_download_uri(name, str(version))).rstrip("/")
+    if location.startswith("models:/"):  # a logged model id (MLflow 3): its artifact location
+        location = str(client.get_logged_model(location.removeprefix("models:/")).
+                       artifact_location).rstrip("/")
+    return location
+
+
+def _download(artifact_uri: str, tmp: str, tracking_uri: str) -> str:
     from mlflow.artifacts import download_artifacts
 
+    return download_artifacts(artifact_uri=artifact_uri, dst_path=tmp, tracking_uri=tracking_uri)
+
+
+def _logged_serving_example(
+    model: Any, location: str, uri: str, tracking_uri: str, tmp: str
+) -> dict | None:
     example_info = model.saved_input_example_info or {}
     serving_path = example_info.get("serving_input_path")
     if not serving_path:
         return None
     try:
-        path = download_artifacts(
-            artifact_uri=f"{uri}/{serving_path}", dst_path=tmp,
-            tracking_uri=tracking_uri, registry_uri=tracking_uri,
-        )
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(_download(f"{location}/{serving_path}", tmp, tracking_uri))
+                          .read_text())
     except Exception as exc:  # the example is declared but unreadable: the artifacts are broken
         raise ModelLoadError(f"cannot read {uri}/{serving_path}: {_one_line(exc)}") from exc
 
