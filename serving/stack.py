@@ -241,7 +241,14 @@ class Stack:
         if plan.backend_store_uri is not None:
             self.start_mlflow()
         else:
-            say(f"mlflow: using the tracking server at {plan.tracking_uri} (MLFLOW_TRACKING_URI)")
+            if not _http_ok(f"{plan.tracking_uri.rstrip('/')}/health"):
+                raise StackError(
+                    f"MLFLOW_TRACKING_URI={_redact(plan.tracking_uri)} names a tracking server "
+                    "that does not answer /health; unset MLFLOW_TRACKING_URI to run one here on "
+                    "the store `make train` uses (a compose .env value does not work outside "
+                    "Docker)")
+            say(f"mlflow: using the tracking server at {_redact(plan.tracking_uri)} "
+                "(MLFLOW_TRACKING_URI)")
             self.endpoints["mlflow"] = plan.tracking_uri
         for start in (self.start_redis, self.start_vault, self.start_worker, self.start_proxy):
             if self._stopping:
