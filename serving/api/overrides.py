@@ -15,8 +15,9 @@ from collections.abc import Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-# Unquoted Hydra values we leave as they are, for readable parameters in the MLflow UI.
-_PLAIN_STRING = re.compile(r"[A-Za-z_][A-Za-z0-9_\-./]*")
+# Values left unquoted when Hydra reads them back as the same string: readable parameters in
+# the MLflow UI, and no shell quoting either (every character is also shlex-safe).
+_PLAIN_STRING = re.compile(r"[A-Za-z0-9_/.][A-Za-z0-9_\-./:@%+]*")
 # Backslashes right before a quote (or at the end) are escapes in Hydra's quoted strings.
 _BACKSLASHES_BEFORE_QUOTE = re.compile(r'(\\*)("|$)')
 

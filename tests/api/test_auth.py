@@ -125,3 +125,11 @@ def test_key_store_outage_is_503_not_401(make_client, tmp_path) -> None:
     finally:
         store.close()
         server.stop()
+
+
+def test_the_key_is_checked_before_the_body(client) -> None:
+    # An anonymous caller learns nothing about what the API would accept.
+    for body in ({"pipeline_config": {"model_module": "os", "model": "system"}},
+                 {"unknown": 1}, {"features": "x"}):
+        assert client.post("/train", json=body).status_code == 401
+        assert client.post("/predict", json=body).status_code == 401
