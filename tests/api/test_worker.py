@@ -171,3 +171,24 @@ def test_a_training_job_runs_to_a_registered_version(
     run = MlflowClient(tracking_uri=tracking_store).get_run(status["run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.tags["valuation.registered_version"] == "1"
+
+
+@pytest.mark.slow
+def test_a_job_over_its_timeout_is_stopped_cleanly(
+    client, auth, start_worker, api_settings, redis_conn
+) -> None:
+    api_settings.jobs.job_timeout_s = 8  # the app reads its settings per request
+    body = {"experiment_config": {"experiment_name": "worker-timeout"},
+            "db_config": {"db_type": "sample", "db_config": {"n_train": 60000, "n_test": 10000}}}
+    job_id = client.post("/train", json=body, headers=auth).json()["job_id"]
+    assert fetch_job(redis_conn, job_id).timeout == 8
+    worker = start_worker("--burst")
+    assert worker.wait(timeout=300) == 0, worker.log()
+
+    status = _status(client, auth, job_id)
+    assert status["status"] == "failed", status
+    assert "timeout" in status["error"].lower(), status["error"]
+    run_id = status["run_id"]
+    tracking = api_settings.mlflow.tracking_uri
+    assert MlflowClient(tracking_uri=tracking).get_run(run_id).info.status == "KILLED"
+    assert _processes_of_run(run_id) == []
