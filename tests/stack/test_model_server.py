@@ -119,6 +119,21 @@ def test_no_champion_is_reported_and_nothing_is_served(trained_registry, tmp_pat
         supervisor.stop()
 
 
+def test_unreachable_registry_is_down_not_no_champion(tmp_path: Path):
+    # Nothing listens on this port: the registry is out, which must not read as "no champion".
+    settings = supervisor_settings(tmp_path, free_port(), registry_timeout_s=2)
+    supervisor = ModelServerSupervisor(settings, f"http://127.0.0.1:{free_port()}")
+    supervisor.start()
+    try:
+        wait_for(lambda: supervisor.status()["state"] != "starting", 60, "the first registry read")
+        status = supervisor.status()
+        assert status["state"] == "down", status
+        assert "cannot read alias 'champion'" in status["detail"]
+        assert supervisor.current() is None
+    finally:
+        supervisor.stop()
+
+
 # ---- real model servers --------------------------------------------------------------------
 
 
