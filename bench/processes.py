@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -125,7 +126,8 @@ def _group_alive(pgid: int) -> bool:
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt so `with ProcessGroup(...)` blocks clean up on it too."""
+    """Turn SIGTERM into KeyboardInterrupt so `with ProcessGroup(...)` blocks clean up on it too;
+    a BenchError ends the program with its message (no traceback), Ctrl-C with exit code 130."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
@@ -133,6 +135,11 @@ def sigterm_as_interrupt() -> Iterator[None]:
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
+    except BenchError as error:
+        sys.exit(f"bench: {error}")
+    except KeyboardInterrupt:
+        progress("interrupted; every process this part started has been stopped")
+        sys.exit(130)
     finally:
         signal.signal(signal.SIGTERM, previous)
 

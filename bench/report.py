@@ -38,6 +38,7 @@ def build_report(directory: Path) -> Path:
         _targets(parts),
         _serving(parts["serving"], plots),
         _memory(parts["serving"], plots),
+        _profiles(directory),
         _pyfunc(parts["pyfunc_latency"]),
         _batches(parts["batches"], plots),
         _training(parts["training"], plots),
@@ -198,6 +199,14 @@ def _memory(serving: dict[str, Any] | None, plots: dict[str, str]) -> str:
     if "memory" in plots:
         text += ["", f"![memory under load]({plots['memory']})"]
     return "\n".join(text)
+
+
+def _profiles(directory: Path) -> str:
+    path = directory / "serving_profile.md"
+    result = read_result(directory, "serving_profile")
+    if not path.is_file() or not result:
+        return "## Where serving time goes\n\n" + _missing("python -m bench.profile_serving")
+    return f"## Where serving time goes\n\n{_when(result)}\n\n{path.read_text().strip()}"
 
 
 def _pyfunc(result: dict[str, Any] | None) -> str:

@@ -19,7 +19,7 @@ from types import FrameType
 from bench.common import PROJECT_ROOT, BenchError, parser, progress, results_dir
 from bench.loadgen import require_wrk
 
-PARTS = ("pyfunc_latency", "serving", "batches", "training", "quality")
+PARTS = ("pyfunc_latency", "serving", "profile_serving", "batches", "training", "quality")
 QUALITY_MODULE = PROJECT_ROOT / "bench" / "quality.py"  # bench/quality.py belongs to the modelling side
 
 
@@ -64,7 +64,7 @@ def main() -> None:
     unknown = sorted(set(chosen) - set(PARTS))
     if unknown:
         cli.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
-    if "serving" in chosen:
+    if {"serving", "profile_serving", "batches"} & set(chosen):
         try:
             require_wrk()
         except BenchError as error:

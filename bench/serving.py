@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,9 +51,11 @@ from bench.loadgen import (
 from bench.processes import ProcessGroup, sigterm_as_interrupt, wait_until_ready
 from bench.project_model import tracking_store, train_project_model
 from bench.resources import RssSampler, process_tree
-from bench.stack_runner import start_stack
+from bench.stack_runner import RunningStack, start_stack
 
 RESULT_NAME = "serving"
+ANCHOR_DESCRIPTION = ("sklearn Pipeline(OrdinalEncoder + passthrough, GradientBoostingRegressor of "
+                      "conf/model/gbr.yaml) logged with mlflow.sklearn, `mlflow models serve` defaults")
 # Targets of the benchmark issue (checked and reported, never asserted in tests).
 TARGET_THROUGHPUT_RATIO_AT_8 = 2.0
 AIM_THROUGHPUT_RATIO_AT_8 = 4.0
@@ -162,19 +164,28 @@ def flatness(values: Sequence[float]) -> dict[str, Any]:
             "flat": bool(flat), "samples": len(values)}
 
 
-def run(args: Any) -> dict[str, Any]:
-    require_wrk()
-    plan = ServingPlan.for_args(args)
-    stamp = start_stamp()
-    out_dir = results_dir(args)
+@dataclass
+class ServingSetup:
+    """Everything running for a serving measurement, inside one throwaway directory."""
+
+    targets: dict[str, Target]
+    stack: RunningStack
+    data: str
+    distinct_bodies: int
+    project: dict[str, Any]
+    anchor: dict[str, Any] | None
+
+
+@contextlib.contextmanager
+def serving_setup(args: Any, with_anchor: bool = True) -> Iterator[ServingSetup]:
+    """Train the champion, start the stack (and the anchor), check each answers; stop all on exit."""
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp_name, \
             tracking_store(Path(tmp_name)) as tracking_uri, \
             ProcessGroup(Path(tmp_name) / "logs") as group:
         tmp = Path(tmp_name)
         paths = data_paths(args, tmp)
         train, test = load_tables(paths)
-        rows = distinct_rows(test)
-        records = feature_records(rows)
+        records = feature_records(distinct_rows(test))
         from valuation.config import load_config
 
         model_name = load_config([]).registry.model_name
@@ -184,46 +195,58 @@ def run(args: Any) -> dict[str, Any]:
         progress(f"{len(records)} distinct test rows -> one request body each")
 
         result = train_project_model(paths)
-        progress("fitting and logging the anchor (sklearn Pipeline, GradientBoostingRegressor)")
-        anchor_uri, anchor_fit_s = log_anchor(train, tracking_uri)
-
-        anchor_port = free_port()
-        anchor_proc = group.start("anchor", serve_command(anchor_uri, anchor_port),
-                                  env=serve_env(tracking_uri))
+        anchor_info = None
+        if with_anchor:
+            progress("fitting and logging the anchor (sklearn Pipeline, GradientBoostingRegressor)")
+            anchor_uri, anchor_fit_s = log_anchor(train, tracking_uri)
+            anchor_port = free_port()
+            anchor_proc = group.start("anchor", serve_command(anchor_uri, anchor_port),
+                                      env=serve_env(tracking_uri))
+            anchor_info = {"model": ANCHOR_DESCRIPTION, "fit_s": anchor_fit_s}
         stack = start_stack(group, tmp, tracking_uri)
-        wait_until_ready(f"http://{LOOPBACK}:{anchor_port}/ping", anchor_proc, 180, "anchor server",
-                         lambda: group.log_tail("anchor"))
-
         model_server = process_tree(stack.model_server_pid)
         targets = {
-            "anchor": Target("anchor", f"http://{LOOPBACK}:{anchor_port}/invocations", split_bodies, None,
-                             process_tree(anchor_proc.pid)),
             "proxy": Target("proxy", f"{stack.proxy_url}/predict", proxy_bodies, stack.api_key,
                             [psutil.Process(stack.proxy_pid), *model_server]),
             "direct": Target("direct", f"{stack.model_server_url}/invocations", split_bodies, None,
                              model_server),
         }
+        if with_anchor:
+            wait_until_ready(f"http://{LOOPBACK}:{anchor_port}/ping", anchor_proc, 180, "anchor server",
+                             lambda: group.log_tail("anchor"))
+            targets = {"anchor": Target("anchor", f"http://{LOOPBACK}:{anchor_port}/invocations",
+                                        split_bodies, None, process_tree(anchor_proc.pid)), **targets}
         first_split = split_bodies.read_text().split("\n", 1)[0]
         first_proxy = proxy_bodies.read_text().split("\n", 1)[0]
         for target in targets.values():
             check_answers(target, first_proxy if target.name == "proxy" else first_split)
+        yield ServingSetup(
+            targets=targets, stack=stack, data=paths.describe(), distinct_bodies=len(records),
+            project={"model_uri": result.model_uri, "version": result.version,
+                     "model_server_ports": list(stack.all_model_server_ports)},
+            anchor=anchor_info,
+        )
 
-        levels: dict[str, dict[str, Any]] = {name: {} for name in targets}
+
+def run(args: Any) -> dict[str, Any]:
+    require_wrk()
+    plan = ServingPlan.for_args(args)
+    stamp = start_stamp()
+    out_dir = results_dir(args)
+    with serving_setup(args) as setup:
+        levels: dict[str, dict[str, Any]] = {name: {} for name in setup.targets}
         for connections in plan.concurrency:
-            for name, target in targets.items():
+            for name, target in setup.targets.items():
                 levels[name][str(connections)] = measure(target, connections, plan)
-        memory = memory_run(targets["proxy"], stack.proxy_pid, stack.model_server_pid, plan)
+        memory = memory_run(setup.targets["proxy"], setup.stack.proxy_pid, setup.stack.model_server_pid, plan)
 
     data = {
         **stamp,
-        "data": paths.describe(),
-        "distinct_bodies": len(records),
+        "data": setup.data,
+        "distinct_bodies": setup.distinct_bodies,
         "plan": plan.__dict__,
-        "anchor": {"model": "sklearn Pipeline(OrdinalEncoder + passthrough, GradientBoostingRegressor "
-                            "conf/model/gbr.yaml) via mlflow.sklearn, `mlflow models serve` defaults",
-                   "fit_s": anchor_fit_s},
-        "project": {"model_uri": result.model_uri, "version": result.version,
-                    "model_server_ports": list(stack.all_model_server_ports)},
+        "anchor": setup.anchor,
+        "project": setup.project,
         "results": levels,
         "ratios": ratios(levels, plan.concurrency),
         "memory": memory,
