@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -37,6 +38,7 @@ log = get_logger("serving.jobs")
 ENTRY_POINT = "main"
 OUTPUT_ARTIFACT = "training_output.log"
 SERIALIZER = JSONSerializer
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failed|Cancelled)\b")
 
 
 class TrainingFailed(RuntimeError):
@@ -136,12 +138,16 @@ def describe_job(job: Job) -> dict[str, Any]:
 
 
 def _exception_message(job: Job) -> str | None:
+    """The last "SomeError: message" line of the job's traceback (never the whole trace)."""
     result = job.latest_result()
     text = getattr(result, "exc_string", None) if result is not None else None
     if not text:
         return None
-    # The last line of a traceback is "ExceptionType: message": the useful part for a client.
-    return text.strip().splitlines()[-1]
+    lines = text.strip().splitlines()
+    for line in reversed(lines):
+        if _EXCEPTION_LINE.match(line):
+            return line
+    return lines[-1]
 
 
 def _iso(moment: Any) -> str | None:
@@ -167,24 +173,28 @@ def run_training(model: str, overrides: str, experiment_name: str) -> dict[str, 
     with tempfile.TemporaryDirectory(prefix="valuation-job-") as scratch:
         progress_file = Path(scratch) / "progress.json"
         output_file = Path(scratch) / OUTPUT_ARTIFACT
-        with _run_environment(uri, progress_file), CapturedOutput(output_file) as output:
+        with (_run_environment(uri, progress_file), CapturedOutput(output_file) as output,
+              _cancel_on_sigterm()):
             mlflow.set_tracking_uri(uri)
-            submitted = mlflow.projects.run(
-                uri=str(PROJECT_ROOT),
-                entry_point=ENTRY_POINT,
-                parameters={"model": model, "overrides": overrides},
-                env_manager="local",
-                experiment_name=experiment_name,
-                synchronous=False,
-            )
+            try:
+                submitted = mlflow.projects.run(
+                    uri=str(PROJECT_ROOT),
+                    entry_point=ENTRY_POINT,
+                    parameters={"model": model, "overrides": overrides},
+                    env_manager="local",
+                    experiment_name=experiment_name,
+                    synchronous=False,
+                )
+            except BaseException as stop:  # includes a timeout or SIGTERM while launching
+                _save_meta(job, error=f"training did not start: {_describe(stop)}")
+                raise
             run_id = submitted.run_id
             log.info("training_started", run_id=run_id, model=model, overrides=overrides)
             _save_meta(job, run_id=run_id)
             try:
-                with _cancel_on_sigterm():
-                    _follow(submitted, job, progress_file, output, poll_s)
+                _follow(submitted, job, progress_file, output, poll_s)
             except BaseException as stop:  # timeout (JobTimeoutException), SIGTERM, Ctrl-C
-                _abort(submitted, run_id, f"training stopped: {type(stop).__name__}: {stop}", job)
+                _abort(submitted, run_id, f"training stopped: {_describe(stop)}", job)
                 raise
             succeeded = submitted.get_status() == "FINISHED"
         _attach_output(run_id, output_file)
@@ -225,6 +235,10 @@ def read_progress(path: Path) -> dict[str, Any] | None:
         }
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 def _save_meta(job: Job | None, **values: Any) -> None:

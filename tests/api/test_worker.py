@@ -33,8 +33,10 @@ class WorkerProcess:
 @pytest.fixture
 def tracking_store(api_settings, tmp_path):
     """Each worker test gets its own MLflow store (the API's settings point at it too)."""
-    api_settings.mlflow.tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    return api_settings.mlflow.tracking_uri
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(tracking_uri=uri).search_experiments()  # creates the schema now, not in the job
+    api_settings.mlflow.tracking_uri = uri
+    return uri
 
 
 @pytest.fixture
@@ -177,11 +179,11 @@ def test_a_training_job_runs_to_a_registered_version(
 def test_a_job_over_its_timeout_is_stopped_cleanly(
     client, auth, start_worker, api_settings, redis_conn
 ) -> None:
-    api_settings.jobs.job_timeout_s = 8  # the app reads its settings per request
+    api_settings.jobs.job_timeout_s = 20  # the app reads its settings per request
     body = {"experiment_config": {"experiment_name": "worker-timeout"},
             "db_config": {"db_type": "sample", "db_config": {"n_train": 60000, "n_test": 10000}}}
     job_id = client.post("/train", json=body, headers=auth).json()["job_id"]
-    assert fetch_job(redis_conn, job_id).timeout == 8
+    assert fetch_job(redis_conn, job_id).timeout == 20
     worker = start_worker("--burst")
     assert worker.wait(timeout=300) == 0, worker.log()
 
