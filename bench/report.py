@@ -266,7 +266,8 @@ def _training(result: dict[str, Any] | None, plots: dict[str, str]) -> str:
                      run.get("peak_tree_rss_mb"), bare.get("wall_s") if bare.get("ok") else "failed",
                      bare.get("fit_s"), bare.get("peak_tree_rss_mb")])
     scaling = result["scaling"]
-    scale_rows = [[f"{p['scale']:g}×", f"{p['rows']:,}", p["mlflow_run"].get("wall_s"),
+    scale_rows = [[f"{p['scale']:g}×", f"{p['rows']:,}",
+                   p["mlflow_run"].get("wall_s") if p["mlflow_run"].get("ok") else "failed",
                    p["mlflow_run"].get("fit_s"), p["mlflow_run"].get("peak_tree_rss_mb"),
                    p["bare_fit"].get("fit_s"), p["bare_fit"].get("peak_tree_rss_mb")]
                   for p in scaling["points"]]
@@ -284,6 +285,14 @@ def _training(result: dict[str, Any] | None, plots: dict[str, str]) -> str:
             f"(synthetic, same distribution; test fixed at {scaling['test_rows']:,} rows)", "",
             table(["scale", "rows", "mlflow run s", "fit s", "run peak MB", "bare fit s", "bare peak MB"],
                   scale_rows)]
+    failures = [(model, what, r[key].get("error", "?")) for model, r in result["models"].items()
+                for what, key in (("mlflow run", "mlflow_run"), ("bare fit", "bare_fit"))
+                if not r[key].get("ok")]
+    failures += [(f"scaling {p['scale']:g}×", what, p[key].get("error", "?")) for p in scaling["points"]
+                 for what, key in (("mlflow run", "mlflow_run"), ("bare fit", "bare_fit"))
+                 if not p[key].get("ok")]
+    for model, what, error in failures:
+        text += ["", f"- **{model}: {what} failed**: `{error}`"]
     for skipped in scaling.get("skipped", []):
         text += ["", f"- {skipped['scale']:g}× not measured: {skipped['reason']}."]
     if fit_rows:
@@ -345,6 +354,7 @@ def draw_plots(directory: Path, parts: dict[str, Any]) -> dict[str, str]:
                   xscale="log", yscale="log")
         for axis in (left, right):
             axis.set_xticks(levels, [str(c) for c in levels])
+            axis.tick_params(axis="x", which="minor", bottom=False, labelbottom=False)
             axis.grid(alpha=0.3)
         left.legend(fontsize=8)
         drawn["throughput"] = _save(fig, directory / PLOTS["throughput"])

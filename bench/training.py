@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -76,13 +77,15 @@ def bare_fit_command(model: str, train_csv: Path) -> list[str]:
 
 def measure_mlflow_run(model: str, paths: DataPaths, tracking_uri: str, logs: Path,
                        timeout_s: float) -> dict[str, Any]:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONUNBUFFERED": "1",
+           # MLproject's command says `python`: make it this interpreter (the project's .venv).
+           "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
     log = logs / f"mlflow-run-{model}-{time.monotonic_ns()}.log"
     usage = measure_command(mlflow_run_command(model, paths), env=env, cwd=PROJECT_ROOT, log_path=log,
                             timeout_s=timeout_s)
     if usage.returncode != 0:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
-        return {"ok": False, "returncode": usage.returncode, "wall_s": usage.wall_s, "log_tail": tail}
+        return {"ok": False, "returncode": usage.returncode, "wall_s": usage.wall_s,
+                "error": failure_summary(log.read_text(errors="replace"))}
     fit_s = _last_fit_seconds(tracking_uri)
     return {"ok": True, "wall_s": usage.wall_s, "peak_tree_rss_mb": usage.peak_tree_rss_mb,
             "max_rss_mb": usage.max_rss_mb, "fit_s": fit_s,
@@ -96,10 +99,17 @@ def measure_bare_fit(model: str, train_csv: Path, logs: Path, timeout_s: float) 
     text = log.read_text(errors="replace")
     lines = [line for line in text.splitlines() if line.startswith(RESULT_PREFIX)]
     if usage.returncode != 0 or not lines:
-        return {"ok": False, "returncode": usage.returncode, "log_tail": "\n".join(text.splitlines()[-20:])}
+        return {"ok": False, "returncode": usage.returncode, "error": failure_summary(text)}
     inner = json.loads(lines[-1][len(RESULT_PREFIX):])
     return {"ok": True, "wall_s": usage.wall_s, "peak_tree_rss_mb": usage.peak_tree_rss_mb,
             "max_rss_mb": usage.max_rss_mb, **inner}
+
+
+def failure_summary(log_text: str) -> str:
+    """The last exception line of a failed run's log (what went wrong), else its last line."""
+    lines = [line.strip() for line in log_text.splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Exit)\b.*:", line)]
+    return (errors or lines or ["no output"])[-1][:1000]
 
 
 def _last_fit_seconds(tracking_uri: str) -> float | None:
@@ -142,6 +152,9 @@ def run_models(plan: TrainingPlan, paths: DataPaths, tracking_uri: str, logs: Pa
         progress(f"bare fit of {model}'s estimator")
         bare = measure_bare_fit(model, paths.train, logs, plan.run_timeout_s)
         out[model] = {"mlflow_run": pipeline, "bare_fit": bare}
+        for what, result in (("mlflow run", pipeline), ("bare fit", bare)):
+            if not result["ok"]:
+                progress(f"{model}: {what} FAILED: {result['error']}")
         progress(f"{model}: mlflow run {_fmt(pipeline, 'wall_s')} s / {_fmt(pipeline, 'peak_tree_rss_mb')} MB"
                  f" (fit {_fmt(pipeline, 'fit_s')} s); bare fit {_fmt(bare, 'wall_s')} s / "
                  f"{_fmt(bare, 'peak_tree_rss_mb')} MB (fit {_fmt(bare, 'fit_s')} s)")
@@ -173,6 +186,7 @@ def run_scaling(plan: TrainingPlan, base_rows: int, workdir: Path, tracking_uri:
         progress(f"scaling {chosen:g}x: mlflow run {_fmt(pipeline, 'wall_s')} s, "
                  f"{_fmt(pipeline, 'peak_tree_rss_mb')} MB; bare fit {_fmt(bare, 'wall_s')} s")
         if not pipeline["ok"]:
+            progress(f"scaling stopped: the run failed: {pipeline['error']}")
             break
     return {"model": DEFAULT_MODEL, "base_rows": base_rows, "test_rows": SCALING_TEST_ROWS,
             "points": points, "skipped": skipped, "budget_s": plan.budget_s}
