@@ -18,11 +18,11 @@ from valuation.config import PROJECT_ROOT, load_config
 MODEL_NAME = "property_friends_best_model"
 
 # Two tiny, different versions trained by the project's own pipeline on synthetic data. The
-# thresholds are opened up because a 20-tree model on 400 rows is not meant to be good; the
+# thresholds are opened up because a 30-tree model on 400 rows is not meant to be good; the
 # aliases are moved by the tests themselves.
 PIPELINE_OVERRIDES = [
-    "data=sample", "data.n_train=400", "data.n_test=120", "cv.folds=0", "model=gbr",
-    "model.params.n_estimators=20", "model.params.max_depth=3",
+    "data=sample", "data.n_train=400", "data.n_test=120", "cv.folds=0", "model=lgbm",
+    "model.params.n_estimators=30",
     "evaluate.thresholds.rmse=1e12", "evaluate.thresholds.mae=1e12", "evaluate.thresholds.r2=-1e12",
 ]
 
@@ -66,51 +66,11 @@ def _train_versions(tracking_uri: str, workdir: Path, seeds: Sequence[int]) -> l
     return [str(v) for v in versions]
 
 
-def _log_stand_in_versions(tracking_uri: str, workdir: Path) -> list[str]:
-    # TEMPORARY (until valuation.training lands): two trivial pyfuncs with the same metadata.
-    script = textwrap.dedent(
-        """
-        import json, sys, mlflow, pandas as pd
-        from valuation.config import load_config
-        from valuation.validation import ValidationRules
-        from valuation.pyfunc import EXAMPLE_ROW
-        mlflow.set_tracking_uri(sys.argv[1])
-        rules = ValidationRules.from_config(load_config([]).validation,
-                                            ["lo barnechea", "vitacura", "las condes"])
-        class M(mlflow.pyfunc.PythonModel):
-            def __init__(self, k): self.k = k
-            def predict(self, context, model_input, params=None):
-                return (model_input["net_usable_area"].astype(float) * self.k).to_numpy()
-        versions = []
-        for k in (100.0, 200.0):
-            with mlflow.start_run():
-                info = mlflow.pyfunc.log_model(
-                    name="model", python_model=M(k), input_example=pd.DataFrame([EXAMPLE_ROW]),
-                    metadata={"validation_rules": rules.to_dict(), "model_config": "stand-in"},
-                    registered_model_name="property_friends_best_model")
-            versions.append(info.registered_model_version)
-        print("VERSIONS=" + json.dumps(versions))
-        """
-    )
-    import json
-
-    done = subprocess.run([sys.executable, "-c", script, tracking_uri], cwd=workdir,
-                          capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
-    marker = [line for line in done.stdout.splitlines() if line.startswith("VERSIONS=")]
-    if not marker:
-        raise RuntimeError(done.stderr[-4000:])
-    return [str(v) for v in json.loads(marker[0].removeprefix("VERSIONS="))]
-
-
 @pytest.fixture(scope="session")
 def trained_registry(tmp_path_factory: pytest.TempPathFactory) -> TrainedRegistry:
     root = tmp_path_factory.mktemp("registry")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    if (PROJECT_ROOT / "valuation" / "training.py").exists():
-        versions = _train_versions(uri, root, seeds=[1, 2])
-    else:
-        versions = _log_stand_in_versions(uri, root)
+    versions = _train_versions(uri, root, seeds=[1, 2])
     return TrainedRegistry(tracking_uri=uri, root=root, versions=tuple(versions))
 
 
