@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -35,22 +35,23 @@ def plain_pipeline(estimator: Any) -> Any:
     return Pipeline([("encode", encode), ("model", estimator)])
 
 
-def config_estimator(model: str) -> tuple[str, dict[str, Any], Any]:
-    """The estimator a conf/model/ option names, built with its params: (key, params, estimator)."""
+def config_estimator(model: str, overrides: Sequence[str] = ()) -> tuple[str, dict[str, Any], Any]:
+    """The estimator a conf/model/ option names, built with its params (after `overrides`, e.g.
+    "model.params.n_estimators=100"): (key, params, estimator)."""
     from omegaconf import OmegaConf
 
     from valuation.config import load_config
     from valuation.estimators import build_estimator
 
-    cfg = load_config([f"model={model}"]).model
+    cfg = load_config([f"model={model}", *overrides]).model
     params = OmegaConf.to_container(cfg.params, resolve=True)
     return str(cfg.estimator), params, build_estimator(str(cfg.estimator), params)
 
 
-def fit_plain_pipeline(model: str, train: pd.DataFrame) -> tuple[Any, float]:
+def fit_plain_pipeline(model: str, train: pd.DataFrame, overrides: Sequence[str] = ()) -> tuple[Any, float]:
     """A plain Pipeline with the estimator of conf/model/<model>.yaml, fitted on `train`.
     Returns (pipeline, fit seconds)."""
-    _, _, estimator = config_estimator(model)
+    _, _, estimator = config_estimator(model, overrides)
     pipeline = plain_pipeline(estimator)
     features = train[list(FEATURES)].copy()
     for column in CATEGORICAL_FEATURES:

@@ -54,11 +54,11 @@ def build_report(directory: Path) -> Path:
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(format_cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def _cell(value: Any) -> str:
+def format_cell(value: Any) -> str:
     if value is None:
         return "–"
     if isinstance(value, bool):
@@ -125,9 +125,9 @@ def _targets(parts: dict[str, Any]) -> str:
         t = serving["targets"]
         rows += [
             ["single-row throughput via the proxy at concurrency 8 ≥ 2× the anchor (aim 4×)",
-             f"{_cell(t['throughput_ratio_at_8'])}×", t["throughput_target_2x"]],
+             f"{format_cell(t['throughput_ratio_at_8'])}×", t["throughput_target_2x"]],
             ["proxy p50 ≤ 1.25× the model server's p50 (every concurrency)",
-             f"{_cell(t['proxy_overhead_p50_max'])}× (worst)", t["proxy_overhead_target"]],
+             f"{format_cell(t['proxy_overhead_p50_max'])}× (worst)", t["proxy_overhead_target"]],
             ["no errors at any concurrency", f"{t['errors_total']} errors", t["no_errors"]],
             ["memory flat over the load run", _memory_text(serving["memory"]), t["memory_flat"]],
         ]
@@ -135,11 +135,11 @@ def _targets(parts: dict[str, Any]) -> str:
     if batches:
         t = batches["targets"]
         rows.append(["1,000-row batches via the proxy ≥ ½ the rows/s of in-process `pyfunc.predict`",
-                     f"{_cell(t['share_at_1000'])}×", t["share_at_1000_target_met"]])
+                     f"{format_cell(t['share_at_1000'])}×", t["share_at_1000_target_met"]])
     pyfunc = parts["pyfunc_latency"]
     if pyfunc:
         rows.append(["single-row `pyfunc.predict` ≥ 5× faster than a plain sklearn `Pipeline.predict`",
-                     f"{_cell(pyfunc['speedup_pipeline_over_pyfunc_p50'])}×", pyfunc["target_met"]])
+                     f"{format_cell(pyfunc['speedup_pipeline_over_pyfunc_p50'])}×", pyfunc["target_met"]])
     if not rows:
         return "## Targets\n\n_No results yet: run `make bench`._"
     return "## Targets\n\n" + table(["target", "measured", "met"], rows)
@@ -226,10 +226,10 @@ def _pyfunc(result: dict[str, Any] | None) -> str:
         title, "", _when(result), "",
         f"{result['rows_timed']:,} distinct test rows, one per call, variants interleaved; model config "
         f"`{result['model_config']}` (estimator `{result['estimator']}`). MLflow's wrapper (a − c) costs "
-        f"{_cell(result['mlflow_wrapper_ms_p50'])} ms at the median. Profile of (a): "
+        f"{format_cell(result['mlflow_wrapper_ms_p50'])} ms at the median. Profile of (a): "
         f"[`{result['profile_file']}`]({result['profile_file']}).", "",
         table(["variant", "p50 ms", "p95 ms", "p99 ms"], rows), "",
-        f"Pipeline p50 / pyfunc p50 = **{_cell(result['speedup_pipeline_over_pyfunc_p50'])}×** "
+        f"Pipeline p50 / pyfunc p50 = **{format_cell(result['speedup_pipeline_over_pyfunc_p50'])}×** "
         f"(target {result['target_speedup']:.0f}×: {'met' if result['target_met'] else 'not met'}).",
     ])
 

@@ -1,0 +1,45 @@
+"""The report writer on a real (tiny) measurement: a quick pyfunc-latency run on synthetic data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bench.common import PROJECT_ROOT
+from bench.report import REPORT_FILE, build_report, format_cell
+
+
+@pytest.mark.slow
+def test_report_from_a_quick_synthetic_run_has_every_section(tmp_path):
+    results = tmp_path / "results"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.pyfunc_latency", "--quick", "--synthetic", "400",
+         "--results-dir", str(results)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    measured = json.loads((results / "pyfunc_latency.json").read_text())
+    assert measured["quick"] is True and measured["data"].startswith("synthetic")
+    assert measured["rows_timed"] > 50
+    latency = measured["latency"]
+    assert set(latency) >= {"pyfunc_predict", "sklearn_pipeline_predict", "python_model_predict"}
+    assert all(v["p50_ms"] > 0 and v["p95_ms"] >= v["p50_ms"] for v in latency.values())
+    assert (results / "pyfunc_profile.txt").read_text().count("ValuationModel.predict") >= 1
+
+    report = build_report(results)
+    assert report.name == REPORT_FILE
+    text = report.read_text()
+    headings = [line for line in text.splitlines() if line.startswith("#")]
+    for heading in ("# Benchmark report", "## Targets", "## Serving single rows",
+                    "## Where serving time goes", "## One row in process", "## Batches", "## Training cost",
+                    "## Quality", "## Reproduce"):
+        assert any(h.startswith(heading) for h in headings), heading
+    assert "| cores |" in text and "quick smoke run" in text
+    # The measured part is filled in; the parts not run say how to run them, with no numbers made up.
+    pyfunc_row = next(line for line in text.splitlines() if line.startswith("| (a) `mlflow.pyfunc"))
+    assert format_cell(latency["pyfunc_predict"]["p50_ms"]) in pyfunc_row
+    assert "_Not measured yet: run `python -m bench.serving`._" in text
+    assert "_Not measured yet: run `python -m bench.batches`._" in text
