@@ -35,7 +35,7 @@ def run_pipeline(overrides: list[str]) -> PipelineResult:
     configure_mlflow(cfg)
     with mlflow.start_run(run_name=f"pipeline-{cfg.model.name}") as parent:
         mlflow.set_tags({"valuation.step": "main", "valuation.model": cfg.model.name})
-        mlflow.log_param("overrides", " ".join(overrides)[:6000])
+        mlflow.log_param("hydra_overrides", " ".join(overrides)[:6000])
         mlflow.log_text(OmegaConf.to_yaml(cfg), "config.yaml")
         report("main", 0.0, f"pipeline for model {cfg.model.name}, data source {cfg.data.source}")
 

@@ -85,8 +85,11 @@ def register_version(
         client.create_registered_model(
             name, description="Residential property valuation for Santiago, Chile (price in UF)."
         )
+    # A logged model (MLflow 3, `models:/m-...`) must be named by id too: a tracking server
+    # refuses the version otherwise, although a direct SQLite store does not check.
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
     version = client.create_model_version(
-        name, source=model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()}
+        name, source=model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()}, model_id=model_id
     )
     return str(version.version)
 
