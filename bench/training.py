@@ -18,6 +18,7 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,11 +52,13 @@ class TrainingPlan:
     fallback_scales: dict[float, float]  # a scale that does not fit the budget -> a smaller one to try
     budget_s: float  # for the whole scaling curve
     run_timeout_s: float
+    overrides: tuple[str, ...] = ()  # Hydra overrides for every run and bare fit (--quick: fewer trees)
 
     @classmethod
     def for_args(cls, args: Any) -> TrainingPlan:
         if args.quick:
-            return cls((DEFAULT_MODEL,), args.scales or (0.05, 0.1), {}, 600, 600)
+            return cls((DEFAULT_MODEL,), args.scales or (0.05, 0.1), {}, 600, 600,
+                       ("model.params.n_estimators=100",))
         return cls(shipped_models(), args.scales or (1, 10, 100), {100: 30, 10: 3}, 3 * 3600, 3 * 3600)
 
 
@@ -65,24 +68,25 @@ def shipped_models() -> tuple[str, ...]:
     return tuple(sorted(names, key=lambda n: n != DEFAULT_MODEL))
 
 
-def mlflow_run_command(model: str, paths: DataPaths) -> list[str]:
-    overrides = " ".join(pipeline_overrides(paths))
+def mlflow_run_command(model: str, paths: DataPaths, extra: Sequence[str] = ()) -> list[str]:
+    overrides = " ".join(pipeline_overrides(paths, extra=extra))
     return [sys.executable, "-m", "mlflow", "run", str(PROJECT_ROOT), "--env-manager", "local",
             "--experiment-name", EXPERIMENT, "-P", f"model={model}", "-P", f"overrides={overrides}"]
 
 
-def bare_fit_command(model: str, train_csv: Path) -> list[str]:
-    return [sys.executable, "-m", "bench.training", "--bare-fit", model, "--train-csv", str(train_csv)]
+def bare_fit_command(model: str, train_csv: Path, extra: Sequence[str] = ()) -> list[str]:
+    return [sys.executable, "-m", "bench.training", "--bare-fit", model, "--train-csv", str(train_csv),
+            "--overrides", " ".join(extra)]
 
 
 def measure_mlflow_run(model: str, paths: DataPaths, tracking_uri: str, logs: Path,
-                       timeout_s: float) -> dict[str, Any]:
+                       plan: TrainingPlan) -> dict[str, Any]:
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONUNBUFFERED": "1",
            # MLproject's command says `python`: make it this interpreter (the project's .venv).
            "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
     log = logs / f"mlflow-run-{model}-{time.monotonic_ns()}.log"
-    usage = measure_command(mlflow_run_command(model, paths), env=env, cwd=PROJECT_ROOT, log_path=log,
-                            timeout_s=timeout_s)
+    usage = measure_command(mlflow_run_command(model, paths, plan.overrides), env=env, cwd=PROJECT_ROOT,
+                            log_path=log, timeout_s=plan.run_timeout_s)
     if usage.returncode != 0:
         return {"ok": False, "returncode": usage.returncode, "wall_s": usage.wall_s,
                 "error": failure_summary(log.read_text(errors="replace"))}
@@ -92,10 +96,10 @@ def measure_mlflow_run(model: str, paths: DataPaths, tracking_uri: str, logs: Pa
             "other_s": usage.wall_s - fit_s if fit_s is not None else None}
 
 
-def measure_bare_fit(model: str, train_csv: Path, logs: Path, timeout_s: float) -> dict[str, Any]:
+def measure_bare_fit(model: str, train_csv: Path, logs: Path, plan: TrainingPlan) -> dict[str, Any]:
     log = logs / f"bare-fit-{model}-{time.monotonic_ns()}.log"
-    usage = measure_command(bare_fit_command(model, train_csv), cwd=PROJECT_ROOT, log_path=log,
-                            timeout_s=timeout_s)
+    usage = measure_command(bare_fit_command(model, train_csv, plan.overrides), cwd=PROJECT_ROOT,
+                            log_path=log, timeout_s=plan.run_timeout_s)
     text = log.read_text(errors="replace")
     lines = [line for line in text.splitlines() if line.startswith(RESULT_PREFIX)]
     if usage.returncode != 0 or not lines:
@@ -124,7 +128,7 @@ def _last_fit_seconds(tracking_uri: str) -> float | None:
     return runs[0].data.metrics.get("fit_seconds") if runs else None
 
 
-def bare_fit(model: str, train_csv: Path) -> None:
+def bare_fit(model: str, train_csv: Path, overrides: Sequence[str] = ()) -> None:
     """In a child process: fit the estimator of conf/model/<model>.yaml as a plain Pipeline on the
     cleaned rows of `train_csv`; print the fit time (the parent measures wall time and memory)."""
     import pandas as pd
@@ -133,7 +137,7 @@ def bare_fit(model: str, train_csv: Path) -> None:
     from bench.common import cleaned_train
 
     frame = cleaned_train(pd.read_csv(train_csv))
-    _, fit_s = fit_plain_pipeline(model, frame)
+    _, fit_s = fit_plain_pipeline(model, frame, overrides)
     print(RESULT_PREFIX + json.dumps({"fit_s": fit_s, "rows": len(frame)}), flush=True)
 
 
@@ -148,9 +152,9 @@ def run_models(plan: TrainingPlan, paths: DataPaths, tracking_uri: str, logs: Pa
     out: dict[str, Any] = {}
     for model in plan.models:
         progress(f"mlflow run -P model={model} ({paths.describe()} data, cv.folds=0)")
-        pipeline = measure_mlflow_run(model, paths, tracking_uri, logs, plan.run_timeout_s)
+        pipeline = measure_mlflow_run(model, paths, tracking_uri, logs, plan)
         progress(f"bare fit of {model}'s estimator")
-        bare = measure_bare_fit(model, paths.train, logs, plan.run_timeout_s)
+        bare = measure_bare_fit(model, paths.train, logs, plan)
         out[model] = {"mlflow_run": pipeline, "bare_fit": bare}
         for what, result in (("mlflow run", pipeline), ("bare fit", bare)):
             if not result["ok"]:
@@ -179,8 +183,8 @@ def run_scaling(plan: TrainingPlan, base_rows: int, workdir: Path, tracking_uri:
         train = write_synthetic(rows, workdir / f"scaling-train-{rows}.csv", seed=100 + len(points))
         paths = DataPaths(train, test, synthetic=True)
         progress(f"scaling: {chosen:g}x = {rows:,} synthetic training rows")
-        pipeline = measure_mlflow_run(DEFAULT_MODEL, paths, tracking_uri, logs, plan.run_timeout_s)
-        bare = measure_bare_fit(DEFAULT_MODEL, train, logs, plan.run_timeout_s)
+        pipeline = measure_mlflow_run(DEFAULT_MODEL, paths, tracking_uri, logs, plan)
+        bare = measure_bare_fit(DEFAULT_MODEL, train, logs, plan)
         points.append({"scale": chosen, "rows": rows, "mlflow_run": pipeline, "bare_fit": bare})
         train.unlink()
         progress(f"scaling {chosen:g}x: mlflow run {_fmt(pipeline, 'wall_s')} s, "
@@ -226,12 +230,18 @@ def run(args: Any) -> dict[str, Any]:
         ensure_experiment(EXPERIMENT, tracking_uri)  # artifacts beside the throwaway store
         paths = data_paths(args, tmp)
         models = run_models(plan, paths, tracking_uri, logs)
-        base_rows = REAL_TRAIN_ROWS if not paths.synthetic else int(args.synthetic)
-        scaling = run_scaling(plan, base_rows, tmp, tracking_uri, logs)
-    data = {**stamp, "data": paths.describe(), "cv_folds": 0, "plan": {"models": list(plan.models),
-                                                             "scales": list(plan.scales),
-                                                             "budget_s": plan.budget_s},
-            "models": models, "scaling": scaling, "scaling_fit": linearity(scaling["points"])}
+        # The curve is always synthetic; its 1x is the size of the client's train.csv.
+        scaling = run_scaling(plan, REAL_TRAIN_ROWS, tmp, tracking_uri, logs)
+    data = {
+        **stamp,
+        "data": paths.describe(),
+        "cv_folds": 0,
+        "plan": {"models": list(plan.models), "scales": list(plan.scales), "budget_s": plan.budget_s,
+                 "overrides": list(plan.overrides)},
+        "models": models,
+        "scaling": scaling,
+        "scaling_fit": linearity(scaling["points"]),
+    }
     path = write_result(out_dir, RESULT_NAME, data, args.quick)
     progress(f"wrote {path}")
     return data
@@ -275,9 +285,10 @@ def main() -> None:
                      help="multiples of the real training rows, e.g. 1,10,100")
     cli.add_argument("--bare-fit", metavar="MODEL", help=argparse_suppress())
     cli.add_argument("--train-csv", type=Path, help=argparse_suppress())
+    cli.add_argument("--overrides", default="", help=argparse_suppress())
     args = cli.parse_args()
     if args.bare_fit:
-        bare_fit(args.bare_fit, args.train_csv)
+        bare_fit(args.bare_fit, args.train_csv, args.overrides.split())
         return
     with sigterm_as_interrupt():
         run(args)
