@@ -25,8 +25,8 @@ QUALITY_MODULE = PROJECT_ROOT / "bench" / "quality.py"  # bench/quality.py belon
 
 def part_command(part: str, args) -> list[str]:
     command = [sys.executable, "-m", f"bench.{part}", "--data-dir", str(args.data_dir)]
-    if part == "quality":
-        return command  # its own flags; it writes its table into bench/results/
+    if part == "quality":  # bench/quality.py has its own flags: it writes one markdown table
+        return [*command, "--out", str(results_dir(args) / "quality.md")]
     command += ["--results-dir", str(results_dir(args))]
     if args.quick:
         command.append("--quick")
