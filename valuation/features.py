@@ -51,6 +51,14 @@ LANDMARKS: dict[str, tuple[float, float]] = {
     "parque_arauco": (-33.4016, -70.5786),
     "la_dehesa": (-33.3530, -70.5180),
 }
+_ROTATIONS = tuple((math.cos(math.radians(d)), math.sin(math.radians(d))) for d in ROTATION_DEGREES)
+BASE_FEATURE_NAMES: tuple[str, ...] = (
+    "is_casa", "sector_code", "usable_area", "total_area", "usable_to_total",
+    "usable_per_room", "bathrooms_per_room", "n_rooms", "n_bathroom", "latitude", "longitude",
+    *(f"coord_rot{int(d)}" for d in ROTATION_DEGREES),
+    *(f"km_to_{name}" for name in LANDMARKS),
+)
+N_BASE_FEATURES = len(BASE_FEATURE_NAMES)
 # category_encoders.TargetEncoder defaults the notebook used: sigmoid blend of the category mean
 # with the prior, centred at 20 rows with slope 1.
 TARGET_ENCODING_MIN_SAMPLES = 20.0
@@ -192,42 +200,36 @@ class FeatureEncoder:
         total = np.asarray(columns["net_area"], dtype=np.float64)
         rooms = np.asarray(columns["n_rooms"], dtype=np.float64)
         baths = np.asarray(columns["n_bathroom"], dtype=np.float64)
+        out = np.empty((len(lat), N_BASE_FEATURES), dtype=np.float64)
+        out[:, 0] = columns["type"] == "casa"
+        out[:, 1] = _codes(columns["sector"], self.sectors, "sector")
         # 0 m2 is "not reported", not a tiny home: NaN lets the trees send it its own way.
-        usable = np.where(usable > 0, usable, np.nan)
-        total = np.where(total > 0, total, np.nan)
+        usable = out[:, 2] = np.where(usable > 0, usable, np.nan)
+        total = out[:, 3] = np.where(total > 0, total, np.nan)
+        out[:, 4] = usable / total
+        out[:, 5] = usable / np.maximum(rooms, 1.0)
+        out[:, 6] = baths / np.maximum(rooms, 1.0)
+        out[:, 7] = rooms
+        out[:, 8] = baths
+        out[:, 9] = lat
+        out[:, 10] = lon
         north_km = (lat - GRID_ORIGIN[0]) * KM_PER_DEG_LAT
         east_km = (lon - GRID_ORIGIN[1]) * KM_PER_DEG_LON
-        parts = [
-            (columns["type"] == "casa").astype(np.float64),
-            _codes(columns["sector"], self.sectors, "sector").astype(np.float64),
-            usable,
-            total,
-            usable / total,
-            usable / np.maximum(rooms, 1.0),
-            baths / np.maximum(rooms, 1.0),
-            rooms,
-            baths,
-            lat,
-            lon,
-        ]
-        for degrees in ROTATION_DEGREES:
-            angle = math.radians(degrees)
-            parts.append(east_km * math.cos(angle) + north_km * math.sin(angle))
+        column = 11
+        for cos_a, sin_a in _ROTATIONS:
+            out[:, column] = east_km * cos_a + north_km * sin_a
+            column += 1
         for landmark_lat, landmark_lon in LANDMARKS.values():
-            parts.append(np.hypot((lat - landmark_lat) * KM_PER_DEG_LAT,
-                                  (lon - landmark_lon) * KM_PER_DEG_LON))
-        return np.column_stack(parts)
+            out[:, column] = np.hypot((lat - landmark_lat) * KM_PER_DEG_LAT,
+                                      (lon - landmark_lon) * KM_PER_DEG_LON)
+            column += 1
+        return out
 
     @property
     def feature_names(self) -> tuple[str, ...]:
         if self.kind == "raw":
             return ("type_target_mean", "sector_target_mean", *NUMERIC_FEATURES)
-        names = [
-            "is_casa", "sector_code", "usable_area", "total_area", "usable_to_total",
-            "usable_per_room", "bathrooms_per_room", "n_rooms", "n_bathroom", "latitude", "longitude",
-            *(f"coord_rot{int(d)}" for d in ROTATION_DEGREES),
-            *(f"km_to_{name}" for name in LANDMARKS),
-        ]
+        names = list(BASE_FEATURE_NAMES)
         if self.settings.neighbours:
             names.extend(neighbour_feature_names())
         return tuple(names)
