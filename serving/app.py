@@ -11,6 +11,7 @@ dependencies to `create_app`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -97,18 +98,14 @@ def create_app(
 
 def _use_tracking_uri(uri: str, stack: AsyncExitStack) -> None:
     """Point this process's MLflow at the settings' store. Registering a `models:/m-...` source
-    resolves the logged model through MLflow's global URI, not the client's, so they must agree."""
+    resolves the logged model through MLflow's global URI, not the client's, so they must agree.
+    (The registry URI follows the tracking URI when unset.) MLflow also exports it as env
+    MLFLOW_TRACKING_URI; both are put back on shutdown."""
     import mlflow
 
-    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-
-    def restore() -> None:
-        mlflow.set_tracking_uri(previous[0])
-        mlflow.set_registry_uri(previous[1])
-
-    stack.callback(restore)
+    stack.callback(mlflow.set_tracking_uri, previous)  # None unsets the env var again
 
 
 async def _start_key_store(settings: DictConfig, stack: AsyncExitStack) -> Any:

@@ -146,6 +146,19 @@ class TrainedModel:
     experiment_name: str
 
 
+# MLflow state a child must not inherit from the test process (other tests may have set it).
+_INHERITED_MLFLOW_ENV = ("MLFLOW_RUN_ID", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID",
+                         "MLFLOW_EXPERIMENT_NAME", "MLFLOW_TRACKING_URI")
+
+
+def child_env(**values: str) -> dict[str, str]:
+    """This process's environment minus inherited MLflow state and Vault settings, plus
+    `values`, with the project importable."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in _INHERITED_MLFLOW_ENV and not k.startswith("VAULT_")}
+    return {**env, "PYTHONPATH": str(PROJECT_ROOT), **values}
+
+
 def run_pipeline_in_child(tracking_uri: str, workdir: Path, overrides: list[str]) -> dict[str, Any]:
     """`steps.main.run_pipeline(overrides)` in a child interpreter (MLflow's global state stays
     out of the test process); returns the PipelineResult as a dict."""
@@ -157,8 +170,7 @@ def run_pipeline_in_child(tracking_uri: str, workdir: Path, overrides: list[str]
         print("RESULT=" + json.dumps(dataclasses.asdict(result)))
         """
     )
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONPATH": str(PROJECT_ROOT)}
-    env.pop("MLFLOW_RUN_ID", None)
+    env = child_env(MLFLOW_TRACKING_URI=tracking_uri)
     done = subprocess.run([sys.executable, "-c", script, json.dumps(overrides)], cwd=workdir,
                           env=env, capture_output=True, text=True, timeout=900)
     marker = [line for line in done.stdout.splitlines() if line.startswith("RESULT=")]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -13,8 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 from serving.api.schemas import SPEC_BEST_MODEL_BODY
-from tests.api.support import MODEL_NAME, serving_settings
-from valuation.config import PROJECT_ROOT
+from tests.api.support import MODEL_NAME, child_env, serving_settings
 from valuation.registry import alias_history
 
 EXPERIMENT = "Property-Friends-Experiment"
@@ -66,9 +64,8 @@ _SCRIPT = textwrap.dedent(
 @pytest.fixture
 def registry_store(tmp_path: Path) -> dict:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    env.pop("MLFLOW_RUN_ID", None)
-    done = subprocess.run([sys.executable, "-c", _SCRIPT, uri, EXPERIMENT], cwd=tmp_path, env=env,
+    done = subprocess.run([sys.executable, "-c", _SCRIPT, uri, EXPERIMENT], cwd=tmp_path,
+                          env=child_env(),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(next(line for line in done.stdout.splitlines()

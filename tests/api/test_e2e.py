@@ -16,7 +16,7 @@ import pytest
 
 from serving.api.schemas import SPEC_PREDICT_BODY, SPEC_TRAIN_BODY
 from serving.keys import hash_key, key_id_of
-from tests.api.support import free_port, purge_queue, wait_for
+from tests.api.support import child_env, free_port, purge_queue, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -32,17 +32,16 @@ def test_uvicorn_serves_the_champion_and_logs_predictions(
 ) -> None:
     port, model_port = free_port(), free_port()
     queue = f"test-api-e2e-{os.getpid()}-{port}"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "MLFLOW_RUN"))},
-        "API_KEY": api_key,
-        "MLFLOW_TRACKING_URI": trained_model.tracking_uri,
-        "REDIS_HOST": "127.0.0.1",
-        "REDIS_PORT": "6379",
-        "TRAINING_QUEUE": queue,
-        "MODEL_SERVER_PORT": str(model_port),
-        "MODEL_SERVER_RUN_DIR": str(tmp_path / "model-servers"),
-        "LOG_LEVEL": "INFO",
-    }
+    env = child_env(
+        API_KEY=api_key,
+        MLFLOW_TRACKING_URI=trained_model.tracking_uri,
+        REDIS_HOST="127.0.0.1",
+        REDIS_PORT="6379",
+        TRAINING_QUEUE=queue,
+        MODEL_SERVER_PORT=str(model_port),
+        MODEL_SERVER_RUN_DIR=str(tmp_path / "model-servers"),
+        LOG_LEVEL="INFO",
+    )
     stdout_path = tmp_path / "proxy.out"
     with stdout_path.open("wb") as out, (tmp_path / "proxy.err").open("wb") as err:
         proxy = subprocess.Popen(

@@ -3,7 +3,6 @@ through the API, outcomes read back through /job_status and the MLflow store."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,8 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from serving.jobs import fetch_job
-from tests.api.support import wait_for
-from valuation.config import PROJECT_ROOT
+from tests.api.support import child_env, wait_for
 
 
 class WorkerProcess:
@@ -46,13 +44,8 @@ def start_worker(api_settings, tracking_store, tmp_path) -> Iterator:
 
     def start(*args: str) -> WorkerProcess:
         log_path = tmp_path / f"worker-{len(started)}.log"
-        env = {
-            **os.environ,
-            "TRAINING_QUEUE": api_settings.jobs.queue,
-            "MLFLOW_TRACKING_URI": api_settings.mlflow.tracking_uri,
-            "PYTHONPATH": str(PROJECT_ROOT),
-        }
-        env.pop("MLFLOW_RUN_ID", None)
+        env = child_env(TRAINING_QUEUE=api_settings.jobs.queue,
+                        MLFLOW_TRACKING_URI=api_settings.mlflow.tracking_uri)
         with log_path.open("wb") as log:
             process = subprocess.Popen([sys.executable, "-m", "serving.worker", *args],
                                        cwd=tmp_path, env=env, stdout=log,
