@@ -17,6 +17,31 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _reset_mlflow_globals() -> None:
+    """MLflow keeps process-wide state (tracking/registry URI, active experiment, run stack);
+    a test that sets it must not decide which store the next test talks to."""
+    import mlflow
+    import mlflow.tracking._model_registry.utils as registry_utils
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+    import mlflow.tracking.fluent as fluent
+
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    tracking_utils._tracking_uri = None
+    registry_utils._registry_uri = None
+    fluent._active_experiment_id = None
+
+
+@pytest.fixture(autouse=True)
+def isolated_mlflow_state(monkeypatch: pytest.MonkeyPatch):
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID",
+                 "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    _reset_mlflow_globals()
+    yield
+    _reset_mlflow_globals()
+
+
 @pytest.fixture
 def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh SQLite MLflow store for one test, exported as MLFLOW_TRACKING_URI."""
