@@ -421,7 +421,15 @@ def draw_plots(directory: Path, parts: dict[str, Any]) -> dict[str, str]:
 
 def _save(fig: Any, path: Path) -> str:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
+    for axis in fig.axes:  # plain numbers on log axes ("30", not "3x10^1")
+        for which in (axis.xaxis, axis.yaxis):
+            if which.get_scale() == "log":
+                formatter = ScalarFormatter()
+                formatter.set_scientific(False)
+                which.set_major_formatter(formatter)
+                which.set_minor_formatter(NullFormatter())
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

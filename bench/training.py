@@ -59,7 +59,7 @@ class TrainingPlan:
         if args.quick:
             return cls((DEFAULT_MODEL,), args.scales or (0.05, 0.1), {}, 600, 600,
                        ("model.params.n_estimators=100",))
-        return cls(shipped_models(), args.scales or (1, 10, 100), {100: 30, 10: 3}, 3 * 3600, 3 * 3600)
+        return cls(shipped_models(), args.scales or (1, 10, 100), {100: 30, 10: 3}, args.budget_s, 3600)
 
 
 def shipped_models() -> tuple[str, ...]:
@@ -80,13 +80,17 @@ def bare_fit_command(model: str, train_csv: Path, extra: Sequence[str] = ()) -> 
 
 
 def measure_mlflow_run(model: str, paths: DataPaths, tracking_uri: str, logs: Path,
-                       plan: TrainingPlan) -> dict[str, Any]:
+                       plan: TrainingPlan, timeout_s: float | None = None) -> dict[str, Any]:
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONUNBUFFERED": "1",
            # MLproject's command says `python`: make it this interpreter (the project's .venv).
            "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
     log = logs / f"mlflow-run-{model}-{time.monotonic_ns()}.log"
-    usage = measure_command(mlflow_run_command(model, paths, plan.overrides), env=env, cwd=PROJECT_ROOT,
-                            log_path=log, timeout_s=plan.run_timeout_s)
+    timeout_s = timeout_s or plan.run_timeout_s
+    try:
+        usage = measure_command(mlflow_run_command(model, paths, plan.overrides), env=env,
+                                cwd=PROJECT_ROOT, log_path=log, timeout_s=timeout_s)
+    except TimeoutError:
+        return {"ok": False, "error": f"stopped after {timeout_s:.0f} s (time budget)"}
     if usage.returncode != 0:
         return {"ok": False, "returncode": usage.returncode, "wall_s": usage.wall_s,
                 "error": failure_summary(log.read_text(errors="replace"))}
@@ -96,10 +100,15 @@ def measure_mlflow_run(model: str, paths: DataPaths, tracking_uri: str, logs: Pa
             "other_s": usage.wall_s - fit_s if fit_s is not None else None}
 
 
-def measure_bare_fit(model: str, train_csv: Path, logs: Path, plan: TrainingPlan) -> dict[str, Any]:
+def measure_bare_fit(model: str, train_csv: Path, logs: Path, plan: TrainingPlan,
+                     timeout_s: float | None = None) -> dict[str, Any]:
     log = logs / f"bare-fit-{model}-{time.monotonic_ns()}.log"
-    usage = measure_command(bare_fit_command(model, train_csv, plan.overrides), cwd=PROJECT_ROOT,
-                            log_path=log, timeout_s=plan.run_timeout_s)
+    timeout_s = timeout_s or plan.run_timeout_s
+    try:
+        usage = measure_command(bare_fit_command(model, train_csv, plan.overrides), cwd=PROJECT_ROOT,
+                                log_path=log, timeout_s=timeout_s)
+    except TimeoutError:
+        return {"ok": False, "error": f"stopped after {timeout_s:.0f} s (time budget)"}
     text = log.read_text(errors="replace")
     lines = [line for line in text.splitlines() if line.startswith(RESULT_PREFIX)]
     if usage.returncode != 0 or not lines:
@@ -183,8 +192,10 @@ def run_scaling(plan: TrainingPlan, base_rows: int, workdir: Path, tracking_uri:
         train = write_synthetic(rows, workdir / f"scaling-train-{rows}.csv", seed=100 + len(points))
         paths = DataPaths(train, test, synthetic=True)
         progress(f"scaling: {chosen:g}x = {rows:,} synthetic training rows")
-        pipeline = measure_mlflow_run(DEFAULT_MODEL, paths, tracking_uri, logs, plan)
-        bare = measure_bare_fit(DEFAULT_MODEL, train, logs, plan)
+        left_s = max(300.0, plan.budget_s - (time.monotonic() - started))
+        pipeline = measure_mlflow_run(DEFAULT_MODEL, paths, tracking_uri, logs, plan, timeout_s=left_s)
+        left_s = max(300.0, plan.budget_s - (time.monotonic() - started))
+        bare = measure_bare_fit(DEFAULT_MODEL, train, logs, plan, timeout_s=left_s)
         points.append({"scale": chosen, "rows": rows, "mlflow_run": pipeline, "bare_fit": bare})
         train.unlink()
         progress(f"scaling {chosen:g}x: mlflow run {_fmt(pipeline, 'wall_s')} s, "
@@ -274,7 +285,9 @@ def linearity(points: list[dict[str, Any]]) -> dict[str, Any]:
             "loglog_slope": float(np.polyfit(np.log(rows), np.log(y), 1)[0]),
             "per_100k_rows": float(slope),
             "intercept": float(intercept),
-            "r2": 1.0 - float(((y - fitted) ** 2).sum()) / total if total > 0 else 1.0,
+            # Two points always fit a line: R^2 says something from three on.
+            "r2": (1.0 - float(((y - fitted) ** 2).sum()) / total if total > 0 else 1.0)
+            if len(ok) >= 3 else None,
         }
     return out
 
@@ -283,6 +296,9 @@ def main() -> None:
     cli = parser(__doc__.split("\n\n")[0])
     cli.add_argument("--scales", type=lambda s: tuple(float(x) for x in s.split(",")), default=None,
                      help="multiples of the real training rows, e.g. 1,10,100")
+    cli.add_argument("--budget-s", type=float, default=5400,
+                     help="seconds for the whole scaling curve (a scale that would not fit is replaced by a "
+                          "smaller one or skipped, and the report says so); default 5400")
     cli.add_argument("--bare-fit", metavar="MODEL", help=argparse_suppress())
     cli.add_argument("--train-csv", type=Path, help=argparse_suppress())
     cli.add_argument("--overrides", default="", help=argparse_suppress())
