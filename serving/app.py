@@ -27,6 +27,7 @@ from serving.api.deps import tracking_uri_of
 from serving.api.errors import install_exception_handlers
 from serving.api.observability import ProxyMetrics, RequestContextMiddleware
 from serving.logging import configure_logging, get_logger
+from serving.ratelimit import RateLimiter
 from serving.settings import get_settings
 
 log = get_logger("serving.app")
@@ -53,6 +54,7 @@ def create_app(
     key_store: Any | None = None,
     redis: Any | None = None,
     settings: DictConfig | None = None,
+    audit_log: Any | None = None,
 ) -> FastAPI:
     """The proxy app. Dependencies left as None are built (and closed) by the lifespan."""
     settings = settings if settings is not None else get_settings()
@@ -64,6 +66,8 @@ def create_app(
             _use_tracking_uri(tracking_uri_of(settings), stack)
             app.state.key_store = key_store or await _start_key_store(settings, stack)
             app.state.redis = redis or _open_redis(settings, stack)
+            app.state.rate_limiter = RateLimiter.from_settings(settings, app.state.redis)
+            app.state.audit = audit_log or _open_audit_log(settings, stack)
             app.state.supervisor = supervisor or await _start_supervisor(settings, stack)
             app.state.http = await stack.enter_async_context(_model_server_client(settings))
             log.info("proxy_started", model=settings.registry.model_name,
@@ -115,6 +119,14 @@ async def _start_key_store(settings: DictConfig, stack: AsyncExitStack) -> Any:
     await run_in_threadpool(store.start)
     stack.callback(store.close)
     return store
+
+
+def _open_audit_log(settings: DictConfig, stack: AsyncExitStack) -> Any:
+    from serving.audit import AuditLog
+
+    trail = AuditLog.from_settings(settings)
+    stack.callback(trail.close)
+    return trail
 
 
 def _open_redis(settings: DictConfig, stack: AsyncExitStack) -> Any:

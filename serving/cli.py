@@ -81,7 +81,11 @@ def create_key(
     except InvalidOwner as exc:
         _fail(str(exc), EXIT_USAGE)
     except KeyStoreError as exc:
+        _audit("keys:create", status="error", inputs={"owner": owner, "role": role.value},
+               detail=str(exc))
         _fail(str(exc))
+    _audit("keys:create", key_id=record.key_id, role=record.role,
+           inputs={"owner": owner, "role": role.value}, outputs=record.to_dict())
     typer.echo(
         f"created key {record.key_id} for {record.owner!r}, role {record.role}, "
         f"at {record.created_at}"
@@ -113,7 +117,10 @@ def revoke_key(key_id: str = typer.Argument(..., help="The key's id, as `keys li
     try:
         revoked = store.revoke(key_id.strip())
     except KeyStoreError as exc:
+        _audit("keys:revoke", status="error", key_id=key_id.strip(), detail=str(exc))
         _fail(str(exc))
+    _audit("keys:revoke", status="ok" if revoked else "error", key_id=key_id.strip(),
+           outputs={"revoked": revoked})
     if not revoked:
         _fail(f"no API key with id {key_id!r} (see `valuation keys list`)")
     typer.echo(f"revoked key {key_id}")
@@ -157,7 +164,12 @@ def promote(
     try:
         move = move_alias(client, name, alias, version, reason=reason, actor=_actor())
     except MlflowException as exc:
+        _audit("promote:cli", status="error", model_name=name, model_version=version,
+               inputs={"alias": alias, "reason": reason, "force": force}, detail=exc.message)
         _fail(f"could not move {alias!r} to version {version}: {exc.message}")
+    _audit("promote:cli", model_name=name, model_version=move.to_version,
+           inputs={"alias": alias, "reason": reason, "force": force},
+           outputs={"from_version": move.from_version, "to_version": move.to_version})
     typer.echo(f"{name}: {alias} {move.from_version or '(none)'} -> {move.to_version} ({reason})")
 
 
@@ -209,6 +221,17 @@ def status(
 
 
 # -- helpers ------------------------------------------------------------------------------------
+def _audit(action: str, status: str = "ok", **fields) -> None:
+    """One line in the audit trail (serving/audit.py); never the key itself."""
+    from serving.audit import AuditLog
+
+    trail = AuditLog.from_settings(get_settings())
+    try:
+        trail.record(action, status=status, actor=_actor(), **fields)
+    finally:
+        trail.close()
+
+
 def _mlflow_client():
     import mlflow
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -12,6 +13,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from serving.api import deps
+from serving.api.audit import audit, error_detail
 from serving.api.auth import require
 from serving.api.errors import api_error
 from serving.api.schemas import (
@@ -45,6 +47,7 @@ _promotion_lock = threading.Lock()
 _AUTH_ERRORS = {
     401: {"model": ErrorResponse, "description": "Missing or unknown API key"},
     403: {"model": ErrorResponse, "description": "The key's role may not do this"},
+    429: {"model": ErrorResponse, "description": "Rate limit of this key exceeded (see Retry-After)"},
     503: {"model": ErrorResponse, "description": "The tracking server or key store is down"},
 }
 
@@ -75,6 +78,21 @@ def best_model(
     request: Request,
     key: KeyRecord = Depends(require(Capability.BEST_MODEL)),
 ) -> BestModelResponse:
+    started = time.perf_counter()
+    inputs = body.model_dump()
+    name = deps.settings(request).registry.model_name
+    try:
+        promoted = _promote_best(body, request, key)
+    except Exception as error:  # audited with its status, then answered as before
+        audit(request, "promote:best_model", getattr(error, "status_code", 500), key, started,
+              model_name=name, inputs=inputs, detail=error_detail(error))
+        raise
+    audit(request, "promote:best_model", 200, key, started, model_name=name,
+          model_version=promoted.version, inputs=inputs, outputs=promoted.model_dump())
+    return promoted
+
+
+def _promote_best(body: BestModelRequest, request: Request, key: KeyRecord) -> BestModelResponse:
     config = body.experiment_config
     metric = f"test_{config.metric}"
     goal = config.metric_goal or ("max" if config.metric == "r2" else "min")

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from serving.api import deps
+from serving.api.audit import audit, error_detail
 from serving.api.auth import require
 from serving.api.errors import api_error, field_errors
 from serving.api.observability import request_id_of
@@ -44,6 +45,7 @@ log = get_logger("serving.api.predict")
     responses={
         401: {"model": ErrorResponse, "description": "Missing or unknown API key"},
         403: {"model": ErrorResponse, "description": "The key's role may not predict"},
+        429: {"model": ErrorResponse, "description": "Rate limit of this key exceeded (see Retry-After)"},
         404: {"model": ErrorResponse, "description": "Unknown model, or version/alias not served"},
         422: {"model": ErrorResponse, "description": "Rows that break the model's rules"},
         503: {"model": ErrorResponse, "description": "No model served, or its server is down"},
@@ -56,6 +58,25 @@ async def predict(
     key: KeyRecord = Depends(require(Capability.PREDICT)),
 ) -> Response:
     started = time.perf_counter()
+    served_info: dict[str, Any] = {}
+    try:
+        response = await _predict(body, request, key, started, served_info)
+    except Exception as error:  # audited with its status, then answered as before
+        audit(request, "predict", getattr(error, "status_code", 500), key, started,
+              model_name=served_info.get("model_name", body.model_name),
+              model_version=served_info.get("model_version"), inputs=body.features,
+              detail=error_detail(error))
+        raise
+    audit(request, "predict", 200, key, started, model_name=served_info["model_name"],
+          model_version=served_info["model_version"], inputs=body.features,
+          outputs=served_info["predictions"])
+    return response
+
+
+async def _predict(
+    body: PredictRequest, request: Request, key: KeyRecord, started: float,
+    served_info: dict[str, Any],
+) -> Response:
     settings = deps.settings(request)
     supervisor = deps.supervisor(request)
     model_name = settings.registry.model_name
@@ -73,11 +94,13 @@ async def predict(
     with supervisor.use(version=body.version, alias=body.alias) as served:
         if served is None:
             raise api_error(404, _not_served_message(body.version, body.alias, supervisor))
+        served_info.update(model_name=served.name, model_version=served.version)
         errors = await _row_errors(body.features, served.rules, settings)
         if errors:
             _count(request, served.version, "invalid")
             raise api_error(422, errors)
         predictions = await _invoke(request, served, body.features)
+    served_info["predictions"] = predictions
     latency_ms = round((time.perf_counter() - started) * 1000, 3)
     request_id = request_id_of(request)
     log.info(

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 
 from serving.api import deps
+from serving.api.audit import audit, error_detail
 from serving.api.auth import require
 from serving.api.errors import api_error
 from serving.api.schemas import (
@@ -22,11 +26,13 @@ from serving.logging import get_logger
 from serving.roles import Capability
 
 router = APIRouter(tags=["training"])
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]+")
 log = get_logger("serving.api.training")
 
 _AUTH_ERRORS = {
     401: {"model": ErrorResponse, "description": "Missing or unknown API key"},
     403: {"model": ErrorResponse, "description": "The key's role may not do this"},
+    429: {"model": ErrorResponse, "description": "Rate limit of this key exceeded (see Retry-After)"},
     503: {"model": ErrorResponse, "description": "Redis or the key store is unavailable"},
 }
 
@@ -50,6 +56,19 @@ def train(
     request: Request,
     key: KeyRecord = Depends(require(Capability.TRAIN)),
 ) -> JSONResponse:
+    started = time.perf_counter()
+    inputs = body.model_dump(exclude_none=True)
+    try:
+        accepted = _queue_training(body, request, key)
+    except Exception as error:  # audited with its status, then answered as before
+        audit(request, "train", getattr(error, "status_code", 500), key, started, inputs=inputs,
+              detail=error_detail(error))
+        raise
+    audit(request, "train", 202, key, started, inputs=inputs, outputs=accepted.model_dump())
+    return JSONResponse(accepted.model_dump(), status_code=202)
+
+
+def _queue_training(body: TrainRequest, request: Request, key: KeyRecord) -> TrainAccepted:
     try:
         parameters = to_training_parameters(body)
     except TrainRequestError as error:
@@ -81,7 +100,7 @@ def train(
             experiment_name=parameters.experiment_name,
         ),
     )
-    return JSONResponse(accepted.model_dump(), status_code=202)
+    return accepted
 
 
 @router.get(
@@ -89,7 +108,8 @@ def train(
     name="job_status",
     response_model=JobStatusResponse,
     summary="Status, progress and outcome of a training job",
-    responses={**_AUTH_ERRORS, 404: {"model": ErrorResponse, "description": "Unknown job id"}},
+    responses={**_AUTH_ERRORS, 404: {"model": ErrorResponse, "description": "Unknown job id"},
+               422: {"model": ErrorResponse, "description": "A job id longer than 128 characters"}},
 )
 def job_status(
     request: Request,
@@ -100,6 +120,8 @@ def job_status(
     ),
     key: KeyRecord = Depends(require(Capability.JOB_STATUS)),
 ) -> JobStatusResponse:
+    if not _JOB_ID.fullmatch(job_id):  # RQ refuses such ids (ValueError): no job can have one
+        raise api_error(404, f"unknown job id {job_id!r}: job ids are letters, digits, '_' and '-'")
     try:
         job = fetch_job(deps.redis(request), job_id)
     except Exception as error:

@@ -51,6 +51,7 @@ def serving_settings(tmp_path: Path, tracking_uri: str, **overrides: Any) -> Dic
         "vault": {"addr": None, "port": None},
         "mlflow": {"tracking_uri": tracking_uri},
         "model_server": {"run_dir": str(tmp_path / "model-servers"), "base_port": free_port()},
+        "audit": {"path": str(tmp_path / "audit" / "audit.jsonl")},
     }
     return OmegaConf.merge(base, patch, overrides)
 

@@ -1,0 +1,141 @@
+"""Rate limits per API key, counted in Redis so they hold across proxy replicas.
+
+A fixed-window counter: the key `<prefix>:<key_id>:<window index>` is INCRemented and given an
+EXPIRE of one window in a single MULTI/EXEC pipeline (one round trip). A request over the limit
+learns how long until its window ends (`Retry-After`). Fixed windows allow up to twice the limit
+across a window boundary; that is the accepted price of one round trip and one key per window.
+
+Limits come from `rate_limit:` in conf/serving.yaml: `per_key` (env RATE_LIMIT_PER_KEY, e.g.
+`100/second`, `6000/minute`; unset = no limit) and `per_role` overrides (`{admin: null}` lifts the
+limit for admins). When Redis cannot answer, `RateLimitUnavailable` is raised; the caller decides
+whether to fail open (predictions) or closed (everything else, see `rate_limit.fail_open`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig
+from redis import Redis
+from redis.exceptions import RedisError
+
+_UNITS = {
+    "s": 1, "sec": 1, "second": 1, "seconds": 1,
+    "m": 60, "min": 60, "minute": 60, "minutes": 60,
+    "h": 3600, "hour": 3600, "hours": 3600,
+    "d": 86400, "day": 86400, "days": 86400,
+}
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*([a-z]+)\s*$")
+
+
+class InvalidRate(ValueError):
+    """A rate setting that is not `N/second|minute|hour|day`."""
+
+
+class RateLimitUnavailable(RuntimeError):
+    """Redis did not answer: the request's count is unknown."""
+
+
+@dataclass(frozen=True)
+class Rate:
+    limit: int
+    window_s: int
+
+    def __str__(self) -> str:
+        return f"{self.limit} per {self.window_s} s"
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    rate: Rate | None  # None: no limit applies
+    count: int = 0
+    retry_after_s: int = 0
+
+    @property
+    def remaining(self) -> int | None:
+        return None if self.rate is None else max(self.rate.limit - self.count, 0)
+
+
+def parse_rate(text: Any) -> Rate | None:
+    """`"100/second"` -> Rate(100, 1); None, "" and "none" mean no limit."""
+    if text is None:
+        return None
+    raw = str(text).strip().lower()
+    if raw in {"", "none", "null", "off"}:
+        return None
+    match = _RATE.fullmatch(raw)
+    if not match or match.group(2) not in _UNITS or int(match.group(1)) < 1:
+        raise InvalidRate(
+            f"invalid rate limit {text!r}: expected N/second, N/minute, N/hour or N/day with N >= 1"
+        )
+    return Rate(int(match.group(1)), _UNITS[match.group(2)])
+
+
+class RateLimiter:
+    """Counts requests per key id in Redis; `hit(key_id, role)` decides on one request."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        default: Rate | None,
+        per_role: Mapping[str, Rate | None] | None = None,
+        prefix: str = "ratelimit",
+        clock: Callable[[], float] = time.time,
+        recheck_after_failure_s: float = 2.0,
+    ) -> None:
+        self.redis = redis
+        self.default = default
+        self.per_role = dict(per_role or {})
+        self.prefix = prefix
+        self._clock = clock
+        # After a failure Redis is not asked again for a moment: each attempt on a dead Redis
+        # costs its connect timeout and retries, which would stall every prediction meanwhile.
+        self.recheck_after_failure_s = float(recheck_after_failure_s)
+        self._down_until = float("-inf")
+        self._down_reason = ""
+
+    @classmethod
+    def from_settings(cls, settings: DictConfig, redis: Redis) -> RateLimiter:
+        section = settings.rate_limit
+        per_role = {str(role): parse_rate(rate) for role, rate in (section.per_role or {}).items()}
+        return cls(redis, parse_rate(section.per_key), per_role, prefix=str(section.key_prefix),
+                   recheck_after_failure_s=float(section.recheck_after_failure_s))
+
+    @property
+    def enabled(self) -> bool:
+        return self.default is not None or any(rate is not None for rate in self.per_role.values())
+
+    def rate_for(self, role: str) -> Rate | None:
+        return self.per_role.get(role, self.default)
+
+    def hit(self, key_id: str, role: str) -> Decision:
+        """Count one request of `key_id`; raises RateLimitUnavailable when Redis fails."""
+        rate = self.rate_for(role)
+        if rate is None:
+            return Decision(allowed=True, rate=None)
+        if time.monotonic() < self._down_until:
+            raise RateLimitUnavailable(f"{self._down_reason} (not retried for a moment)")
+        now = self._clock()
+        window = int(now // rate.window_s)
+        counter = f"{self.prefix}:{key_id}:{rate.window_s}:{window}"
+        try:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.incr(counter)
+            pipe.expire(counter, rate.window_s + 1)
+            count, _ = pipe.execute()
+        except RedisError as error:
+            self._down_reason = f"{type(error).__name__}: {error}"
+            self._down_until = time.monotonic() + self.recheck_after_failure_s
+            raise RateLimitUnavailable(self._down_reason) from None
+        count = int(count)
+        if count <= rate.limit:
+            return Decision(allowed=True, rate=rate, count=count)
+        window_end = (window + 1) * rate.window_s
+        return Decision(allowed=False, rate=rate, count=count,
+                        retry_after_s=max(1, math.ceil(window_end - now)))

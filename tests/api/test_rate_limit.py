@@ -1,0 +1,204 @@
+"""Rate limits per key, counted in the real Redis (a unique key prefix per test); Redis outages
+with a redis-server of our own that the test kills."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import uuid
+
+import pytest
+from omegaconf import open_dict
+from redis import Redis
+
+from serving.api.schemas import SPEC_PREDICT_BODY, SPEC_TRAIN_BODY
+from serving.keys import EnvKeyStore, hash_key, new_key_record
+from serving.ratelimit import InvalidRate, Rate, RateLimiter, parse_rate
+from serving.roles import Role
+from tests.api.support import FixedSupervisor, free_port, serving_settings, wait_for
+
+
+class RoleKeyStore(EnvKeyStore):
+    """The env key store with one extra key per role (EnvKeyStore only knows one admin key)."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.keys: dict[str, str] = {}
+        for role in Role:
+            key = f"pv_test_{role.value}_{uuid.uuid4().hex}"
+            self._table[hash_key(key)] = new_key_record(hash_key(key), f"rl-{role.value}", role)
+            self.keys[role.value] = key
+
+    def header(self, role: str) -> dict[str, str]:
+        return {"X-API-Key": self.keys[role]}
+
+
+@pytest.fixture
+def prefix(redis_conn: Redis):
+    prefix = f"test-rl-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    for key in redis_conn.scan_iter(f"{prefix}:*"):
+        redis_conn.delete(key)
+
+
+def _limited_settings(tmp_path, empty_registry, prefix, **rate_limit):
+    return serving_settings(tmp_path, empty_registry,
+                            rate_limit={"key_prefix": prefix, "per_key": "5/second", **rate_limit})
+
+
+@pytest.mark.parametrize(("text", "rate"), [
+    ("100/second", Rate(100, 1)), ("6000/minute", Rate(6000, 60)), (" 5 / s ", Rate(5, 1)),
+    ("10/hours", Rate(10, 3600)), ("1/day", Rate(1, 86400)), (None, None), ("", None), ("none", None),
+])
+def test_rates_parse(text, rate) -> None:
+    assert parse_rate(text) == rate
+
+
+@pytest.mark.parametrize("text", ["100", "0/second", "5/fortnight", "-1/minute", "five/second"])
+def test_bad_rates_are_refused_with_the_expected_form(text) -> None:
+    with pytest.raises(InvalidRate, match="N/second"):
+        parse_rate(text)
+
+
+def test_the_counter_is_shared_by_limiters_on_one_redis(redis_conn, prefix) -> None:
+    # Two limiters = two proxy replicas: together they allow the limit once per window.
+    now = 1_000_000.2
+    first = RateLimiter(redis_conn, Rate(3, 10), prefix=prefix, clock=lambda: now)
+    second = RateLimiter(redis_conn, Rate(3, 10), prefix=prefix, clock=lambda: now)
+    allowed = [limiter.hit("k1", "predict").allowed for limiter in (first, second, first, second)]
+    assert allowed == [True, True, True, False]
+    refused = second.hit("k1", "predict")
+    assert refused.retry_after_s == 10  # window [1_000_000, 1_000_010) ends in 9.8 s -> 10
+    assert first.hit("k2", "predict").allowed  # another key has its own counter
+    ttl = redis_conn.ttl(f"{prefix}:k1:10:{int(now // 10)}")
+    assert 0 < ttl <= 11  # counters expire: nothing accumulates in Redis
+
+
+def test_per_role_overrides(redis_conn, prefix) -> None:
+    limiter = RateLimiter(redis_conn, Rate(1, 60), {"admin": None, "train": Rate(2, 60)},
+                          prefix=prefix)
+    assert [limiter.hit("a", "admin").allowed for _ in range(5)] == [True] * 5
+    assert [limiter.hit("t", "train").allowed for _ in range(3)] == [True, True, False]
+    assert [limiter.hit("p", "predict").allowed for _ in range(2)] == [True, False]
+
+
+def test_a_predict_key_gets_429_with_retry_after(
+    make_client, fake_model_server, tmp_path, empty_registry, prefix
+) -> None:
+    keys = RoleKeyStore()
+    client = make_client(supervisor=FixedSupervisor(fake_model_server.url), key_store=keys,
+                         settings=_limited_settings(tmp_path, empty_registry, prefix))
+    statuses = []
+    limited = None
+    for _ in range(25):
+        answer = client.post("/predict", json=SPEC_PREDICT_BODY, headers=keys.header("predict"))
+        statuses.append(answer.status_code)
+        if answer.status_code == 429:
+            limited = answer
+            break
+    assert limited is not None, f"no 429 within 25 requests at 5/second: {statuses}"
+    assert set(statuses[:-1]) == {200} and len(statuses) >= 6
+    assert 1 <= int(limited.headers["Retry-After"]) <= 1
+    body = limited.json()
+    assert "rate limit" in body["detail"] and "retry in" in body["detail"]
+    assert body["request_id"] == limited.headers["X-Request-ID"]
+    # Another key is not affected by this key's count.
+    other = client.post("/predict", json=SPEC_PREDICT_BODY, headers=keys.header("train"))
+    assert other.status_code == 200
+
+
+def test_a_predict_key_gets_403_from_train_before_any_count(
+    make_client, tmp_path, empty_registry, prefix, redis_conn
+) -> None:
+    keys = RoleKeyStore()
+    client = make_client(key_store=keys, settings=_limited_settings(tmp_path, empty_registry, prefix))
+    answer = client.post("/train", json=SPEC_TRAIN_BODY, headers=keys.header("predict"))
+    assert answer.status_code == 403
+    assert "predict" in answer.json()["detail"]
+    assert list(redis_conn.scan_iter(f"{prefix}:*")) == []  # refused keys spend no quota
+
+
+def test_role_overrides_from_settings(make_client, fake_model_server, tmp_path, empty_registry,
+                                      prefix) -> None:
+    keys = RoleKeyStore()
+    settings = _limited_settings(tmp_path, empty_registry, prefix, per_key="1/minute")
+    with open_dict(settings):  # Hydra's struct mode: per_role is {} in the YAML
+        settings.rate_limit.per_role = {"admin": None}
+    client = make_client(supervisor=FixedSupervisor(fake_model_server.url), key_store=keys,
+                         settings=settings)
+    admin = [client.post("/predict", json=SPEC_PREDICT_BODY, headers=keys.header("admin"))
+             for _ in range(3)]
+    assert [a.status_code for a in admin] == [200, 200, 200]
+    train = [client.post("/predict", json=SPEC_PREDICT_BODY, headers=keys.header("train"))
+             for _ in range(2)]
+    assert [t.status_code for t in train] == [200, 429]
+    assert 1 <= int(train[1].headers["Retry-After"]) <= 60
+
+
+def test_no_setting_means_no_limit(make_client, fake_model_server, tmp_path, empty_registry,
+                                   prefix, redis_conn) -> None:
+    keys = RoleKeyStore()
+    settings = serving_settings(tmp_path, empty_registry,
+                                rate_limit={"key_prefix": prefix, "per_key": None})
+    client = make_client(supervisor=FixedSupervisor(fake_model_server.url), key_store=keys,
+                         settings=settings)
+    statuses = {client.post("/predict", json=SPEC_PREDICT_BODY,
+                            headers=keys.header("predict")).status_code for _ in range(12)}
+    assert statuses == {200}
+    assert list(redis_conn.scan_iter(f"{prefix}:*")) == []
+
+
+# --- Redis down: our own redis-server, killed for real ----------------------------------------
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is required (apt-get install redis-server)")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    connection = Redis(host="127.0.0.1", port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+    def answers() -> bool:
+        try:
+            return bool(connection.ping())
+        except Exception:
+            return False
+
+    wait_for(answers, 20, "our redis-server to answer")
+    yield process, connection
+    if process.poll() is None:
+        process.kill()
+        process.wait(timeout=10)
+    connection.close()
+
+
+def test_redis_down_predictions_flow_training_is_503(
+    make_client, fake_model_server, tmp_path, empty_registry, prefix, own_redis, capsys
+) -> None:
+    process, connection = own_redis
+    keys = RoleKeyStore()
+    client = make_client(supervisor=FixedSupervisor(fake_model_server.url), key_store=keys,
+                         redis=connection,
+                         settings=_limited_settings(tmp_path, empty_registry, prefix))
+    assert client.post("/predict", json=SPEC_PREDICT_BODY,
+                       headers=keys.header("predict")).status_code == 200
+    process.kill()
+    process.wait(timeout=10)
+    time.sleep(0.1)
+
+    for _ in range(8):  # beyond 5/second: the limit is not enforced (fail open) ...
+        answer = client.post("/predict", json=SPEC_PREDICT_BODY, headers=keys.header("predict"))
+        assert answer.status_code == 200, answer.text
+    logged = capsys.readouterr().out
+    assert "rate_limit_unavailable" in logged and "NOT enforced" in logged  # ... and says so
+
+    refused = client.post("/train", json=SPEC_TRAIN_BODY, headers=keys.header("train"))
+    assert refused.status_code == 503, refused.text
+    assert "rate limiter (Redis) is unavailable" in refused.json()["detail"]
