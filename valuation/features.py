@@ -6,8 +6,9 @@ Two encodings:
   price (fitted in-sample, as the notebook's category_encoders TargetEncoder was), numerics as is.
 * ``engineered`` is the production encoding: zero areas become "unknown" (NaN, which gradient
   boosting routes on its own), area ratios, coordinates rotated so that trees can cut along
-  diagonals, distances to the city's price landmarks, and neighbour features (the prices of the
-  nearest training listings of the same type) computed out-of-fold for the training rows.
+  diagonals, and distances to the city's price landmarks. None of its columns derives from the
+  target. It also carries, when configured, the similar-listings index (valuation.neighbours):
+  the k-NN price that valuation.training blends with the estimator's price.
 
 ``transform`` works on plain numpy columns (the output of ``ValidationRules.validate_frame``) with
 no pandas, so one row costs tens of microseconds. Everything fitted is saved as JSON + npz: no
@@ -26,12 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from valuation.neighbours import (
-    KM_PER_DEG_LAT,
-    KM_PER_DEG_LON,
-    NeighbourIndex,
-    neighbour_feature_names,
-)
+from valuation.neighbours import KM_PER_DEG_LAT, KM_PER_DEG_LON, SimilarListings
 from valuation.schema import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES
 
 KINDS = ("raw", "engineered")
@@ -52,13 +48,13 @@ LANDMARKS: dict[str, tuple[float, float]] = {
     "la_dehesa": (-33.3530, -70.5180),
 }
 _ROTATIONS = tuple((math.cos(math.radians(d)), math.sin(math.radians(d))) for d in ROTATION_DEGREES)
-BASE_FEATURE_NAMES: tuple[str, ...] = (
+ENGINEERED_FEATURE_NAMES: tuple[str, ...] = (
     "is_casa", "sector_code", "usable_area", "total_area", "usable_to_total",
     "usable_per_room", "bathrooms_per_room", "n_rooms", "n_bathroom", "latitude", "longitude",
     *(f"coord_rot{int(d)}" for d in ROTATION_DEGREES),
     *(f"km_to_{name}" for name in LANDMARKS),
 )
-N_BASE_FEATURES = len(BASE_FEATURE_NAMES)
+N_ENGINEERED_FEATURES = len(ENGINEERED_FEATURE_NAMES)
 # category_encoders.TargetEncoder defaults the notebook used: sigmoid blend of the category mean
 # with the prior, centred at 20 rows with slope 1.
 TARGET_ENCODING_MIN_SAMPLES = 20.0
@@ -69,25 +65,30 @@ TARGET_ENCODING_SMOOTHING = 1.0
 class EngineeredSettings:
     """Knobs of the engineered encoding (model YAML `feature_params`)."""
 
-    neighbours: bool = False  # add neighbour-price features (out-of-fold for training rows)
-    oof_folds: int = 5
-    seed: int = 0
+    # Weight of the similar-listings k-NN price in the final (log-space) blend; 0 disables it.
+    similar_weight: float = 0.0
+    similar_k: int = 2
 
     @classmethod
     def from_mapping(cls, params: Mapping[str, Any] | None) -> EngineeredSettings:
         params = dict(params or {})
-        known = {"neighbours", "oof_folds", "seed"}
+        known = {"similar_weight", "similar_k"}
         unknown = sorted(set(params) - known)
         if unknown:
             raise ValueError(f"unknown feature_params {unknown}; known: {sorted(known)}")
         settings = cls(
-            neighbours=bool(params.get("neighbours", cls.neighbours)),
-            oof_folds=int(params.get("oof_folds", cls.oof_folds)),
-            seed=int(params.get("seed", cls.seed)),
+            similar_weight=float(params.get("similar_weight", cls.similar_weight)),
+            similar_k=int(params.get("similar_k", cls.similar_k)),
         )
-        if settings.neighbours and settings.oof_folds < 2:
-            raise ValueError(f"feature_params.oof_folds must be >= 2, got {settings.oof_folds}")
+        if not 0.0 <= settings.similar_weight < 1.0:
+            raise ValueError(
+                f"feature_params.similar_weight must be in [0, 1), got {settings.similar_weight}")
+        if settings.similar_k < 1:
+            raise ValueError(f"feature_params.similar_k must be >= 1, got {settings.similar_k}")
         return settings
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"similar_weight": self.similar_weight, "similar_k": self.similar_k}
 
 
 def frame_columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -138,14 +139,14 @@ class FeatureEncoder:
         self.sectors: tuple[str, ...] = ()
         self.type_means = np.empty(0)  # raw: smoothed mean price per type code
         self.sector_means = np.empty(0)
-        self.neighbours: NeighbourIndex | None = None
+        self.similar: SimilarListings | None = None
         self._fitted = False
 
     # --- fitting ---------------------------------------------------------------------------
 
     def fit_transform(self, frame: pd.DataFrame, y: np.ndarray) -> np.ndarray:
-        """Fit on `frame` (cleaned training rows) and return its matrix; target-derived features
-        of each training row are computed without that row's own fold (out-of-fold)."""
+        """Fit on `frame` (cleaned training rows) and return its matrix. No column of the engineered
+        matrix derives from the target, so the training matrix is what `transform` gives."""
         y = np.asarray(y, dtype=np.float64)
         if len(y) != len(frame):
             raise ValueError(f"{len(frame)} rows but {len(y)} prices")
@@ -159,17 +160,22 @@ class FeatureEncoder:
                 _codes(columns["type"], self.types, "type"), y, len(self.types))
             self.sector_means = _smoothed_means(
                 _codes(columns["sector"], self.sectors, "sector"), y, len(self.sectors))
-            self._fitted = True
-            # In-sample, as the notebook did: this encoding is kept only as a reference point.
-            return self.transform(columns)
-        self.neighbours = NeighbourIndex.fit(columns, y) if self.settings.neighbours else None
+        elif self.settings.similar_weight > 0:
+            self.similar = SimilarListings.fit(columns, y, self.settings.similar_k)
         self._fitted = True
-        matrix = self._engineered_base(columns)
-        if self.neighbours is not None:
-            out_of_fold = NeighbourIndex.out_of_fold_features(
-                columns, y, self.settings.oof_folds, self.settings.seed)
-            matrix = np.hstack([matrix, out_of_fold])
-        return matrix
+        # raw: in-sample, as the notebook did; that encoding is kept only as a reference point.
+        return self.transform(columns)
+
+    @property
+    def similar_weight(self) -> float:
+        """Weight of `similar_log_price` in the final price (0: not used)."""
+        return self.settings.similar_weight if self.similar is not None else 0.0
+
+    def similar_log_price(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Log k-NN price of the most similar training listings (needs similar_weight > 0)."""
+        if self.similar is None:
+            raise ValueError("this encoder has no similar-listings index (similar_weight is 0)")
+        return self.similar.log_price(columns)
 
     # --- transforming ----------------------------------------------------------------------
 
@@ -179,10 +185,7 @@ class FeatureEncoder:
             raise ValueError("the feature encoder is not fitted")
         if self.kind == "raw":
             return self._raw(columns)
-        matrix = self._engineered_base(columns)
-        if self.neighbours is not None:
-            matrix = np.hstack([matrix, self.neighbours.features(columns)])
-        return matrix
+        return self._engineered(columns)
 
     def _raw(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
         n_rows = len(columns["latitude"])
@@ -193,14 +196,14 @@ class FeatureEncoder:
             matrix[:, j] = columns[name]
         return matrix
 
-    def _engineered_base(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    def _engineered(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
         lat = np.asarray(columns["latitude"], dtype=np.float64)
         lon = np.asarray(columns["longitude"], dtype=np.float64)
         usable = np.asarray(columns["net_usable_area"], dtype=np.float64)
         total = np.asarray(columns["net_area"], dtype=np.float64)
         rooms = np.asarray(columns["n_rooms"], dtype=np.float64)
         baths = np.asarray(columns["n_bathroom"], dtype=np.float64)
-        out = np.empty((len(lat), N_BASE_FEATURES), dtype=np.float64)
+        out = np.empty((len(lat), N_ENGINEERED_FEATURES), dtype=np.float64)
         out[:, 0] = columns["type"] == "casa"
         out[:, 1] = _codes(columns["sector"], self.sectors, "sector")
         # 0 m2 is "not reported", not a tiny home: NaN lets the trees send it its own way.
@@ -229,10 +232,7 @@ class FeatureEncoder:
     def feature_names(self) -> tuple[str, ...]:
         if self.kind == "raw":
             return ("type_target_mean", "sector_target_mean", *NUMERIC_FEATURES)
-        names = list(BASE_FEATURE_NAMES)
-        if self.settings.neighbours:
-            names.extend(neighbour_feature_names())
-        return tuple(names)
+        return ENGINEERED_FEATURE_NAMES
 
     # --- storage ---------------------------------------------------------------------------
 
@@ -244,11 +244,7 @@ class FeatureEncoder:
         directory.mkdir(parents=True, exist_ok=True)
         meta = {
             "kind": self.kind,
-            "feature_params": {
-                "neighbours": self.settings.neighbours,
-                "oof_folds": self.settings.oof_folds,
-                "seed": self.settings.seed,
-            },
+            "feature_params": self.settings.to_dict(),
             "types": list(self.types),
             "sectors": list(self.sectors),
             "feature_names": list(self.feature_names),
@@ -256,8 +252,8 @@ class FeatureEncoder:
         arrays: dict[str, np.ndarray] = {
             "type_means": self.type_means, "sector_means": self.sector_means,
         }
-        if self.neighbours is not None:
-            arrays.update(self.neighbours.arrays())
+        if self.similar is not None:
+            arrays.update(self.similar.arrays())
         (directory / ENCODER_FILE).write_text(json.dumps(meta, indent=2))
         np.savez(directory / ARRAYS_FILE, **arrays)
 
@@ -272,8 +268,8 @@ class FeatureEncoder:
             arrays = {name: stored[name] for name in stored.files}
         encoder.type_means = arrays["type_means"]
         encoder.sector_means = arrays["sector_means"]
-        if encoder.settings.neighbours and encoder.kind == "engineered":
-            encoder.neighbours = NeighbourIndex.from_arrays(arrays)
+        if encoder.kind == "engineered" and encoder.settings.similar_weight > 0:
+            encoder.similar = SimilarListings.from_arrays(arrays)
         encoder._fitted = True
         if list(encoder.feature_names) != meta["feature_names"]:
             raise ValueError(

@@ -3,7 +3,8 @@
 `model_cfg` is the Hydra `model` group node (conf/model/*.yaml): `name`, `estimator` (an allowlist
 key of valuation.estimators), `features` ("raw" | "engineered"), `target_transform`
 ("none" | "log" | "sqrt"), `params` (estimator keyword arguments) and the optional
-`feature_params` (see valuation.features.EngineeredSettings).
+`feature_params` (see valuation.features.EngineeredSettings: e.g. `similar_weight`, the share of
+the similar-listings k-NN price in the final log-space blend).
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ TARGET_TRANSFORMS: dict[str, tuple[Callable[[np.ndarray], np.ndarray],
 }
 
 
+# A raw-target estimator may predict <= 0; the log-space blend needs a positive price (1 UF).
+MIN_PRICE_FOR_BLEND = 1.0
+
+
 def _check_transform(name: str) -> None:
     if name not in TARGET_TRANSFORMS:
         raise ValueError(
@@ -53,6 +58,12 @@ class FittedModel:
         matrix = self.encoder.transform(columns)
         raw = np.asarray(self.estimator.predict(matrix), dtype=np.float64).reshape(-1)
         prices = TARGET_TRANSFORMS[self.target_transform][1](raw)
+        weight = self.encoder.similar_weight
+        if weight > 0:
+            # Geometric blend with the similar listings' k-NN price: errors of the two are
+            # partly independent, so the blend beats either (weight chosen by CV).
+            log_price = np.log(np.maximum(prices, MIN_PRICE_FOR_BLEND))
+            prices = np.exp((1.0 - weight) * log_price + weight * self.encoder.similar_log_price(columns))
         return np.clip(prices, 0.0, None)
 
 

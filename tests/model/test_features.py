@@ -8,16 +8,15 @@ import numpy as np
 import pytest
 
 from valuation.features import FeatureEncoder, frame_columns
-from valuation.neighbours import neighbour_feature_names
 
 KINDS_AND_PARAMS = [
     ("raw", None),
     ("engineered", None),
-    ("engineered", {"neighbours": True, "oof_folds": 4, "seed": 1}),
+    ("engineered", {"similar_weight": 0.4, "similar_k": 2}),
 ]
 
 
-@pytest.fixture(scope="module", params=KINDS_AND_PARAMS, ids=["raw", "engineered", "neighbours"])
+@pytest.fixture(scope="module", params=KINDS_AND_PARAMS, ids=["raw", "engineered", "similar"])
 def fitted(request, features, prices):
     kind, params = request.param
     encoder = FeatureEncoder(kind, params)
@@ -82,20 +81,29 @@ def test_save_load_round_trip(fitted, features, tmp_path):
     assert loaded.feature_names == encoder.feature_names
 
 
-def test_neighbour_features_are_out_of_fold(features, prices):
-    encoder = FeatureEncoder("engineered", {"neighbours": True, "oof_folds": 4, "seed": 1})
-    training = encoder.fit_transform(features, prices)
-    in_fold = encoder.transform(frame_columns(features))
-    block = slice(len(encoder.feature_names) - len(neighbour_feature_names()), None)
-    names = encoder.feature_names
-    similar = names.index("similar_log_price")
-    # In-sample, a row's most similar listing is itself: its own price leaks in ...
-    assert np.allclose(in_fold[:, similar], np.log(prices))
-    # ... out-of-fold it never does.
-    assert not np.isclose(training[:, similar], np.log(prices)).any()
-    assert not np.allclose(training[:, block], in_fold[:, block], equal_nan=True)
-    # The non-target features are the same either way.
-    np.testing.assert_array_equal(training[:, :block.start], in_fold[:, :block.start])
+def test_engineered_matrix_does_not_depend_on_prices(features, prices):
+    # No column derives from the target, so nothing can leak from a row's own price.
+    shuffled = np.random.default_rng(0).permutation(prices)
+    first = FeatureEncoder("engineered", {"similar_weight": 0.4}).fit_transform(features, prices)
+    second = FeatureEncoder("engineered", {"similar_weight": 0.4}).fit_transform(features, shuffled)
+    np.testing.assert_array_equal(first, second)
+
+
+def test_similar_listings_price_comes_from_the_nearest_of_the_same_type(features, prices):
+    encoder = FeatureEncoder("engineered", {"similar_weight": 0.4, "similar_k": 1})
+    encoder.fit_transform(features, prices)
+    columns = frame_columns(features)
+    # k=1 on a training row: the most similar listing is the row itself.
+    np.testing.assert_allclose(encoder.similar_log_price(columns), np.log(prices))
+    # A casa never borrows a departamento's price: switch one row's type and its answer changes
+    # to the price of some casa.
+    row = int(np.flatnonzero(columns["type"] == "departamento")[0])
+    one = {k: v[row:row + 1].copy() for k, v in columns.items()}
+    one["type"] = np.array(["casa"], dtype=object)
+    casa_log_prices = np.log(prices[columns["type"] == "casa"])
+    assert np.isclose(encoder.similar_log_price(one)[0], casa_log_prices).any()
+    assert encoder.similar_weight == 0.4
+    assert FeatureEncoder("engineered").similar_weight == 0.0
 
 
 def test_unknown_category_is_a_clear_error(features, prices):
@@ -111,7 +119,9 @@ def test_bad_arguments_are_rejected(features, prices):
     with pytest.raises(ValueError, match="unknown feature kind"):
         FeatureEncoder("fancy")
     with pytest.raises(ValueError, match="unknown feature_params"):
-        FeatureEncoder("engineered", {"neighbors": True})
+        FeatureEncoder("engineered", {"similar_weigth": 0.4})
+    with pytest.raises(ValueError, match="similar_weight must be in"):
+        FeatureEncoder("engineered", {"similar_weight": 1.5})
     with pytest.raises(ValueError, match="not fitted"):
         FeatureEncoder("engineered").transform(frame_columns(features))
     with pytest.raises(ValueError, match="rows but"):

@@ -25,14 +25,14 @@ def holdout():
     "cfg",
     [
         small_lgbm_config(),
-        small_lgbm_config(feature_params={"neighbours": True}),
+        small_lgbm_config(feature_params={"similar_weight": 0.4}),
         small_lgbm_config(target_transform="sqrt"),
         {"name": "b", "estimator": "gbr", "features": "raw", "target_transform": "none",
          "params": {"n_estimators": 60, "max_depth": 3, "loss": "absolute_error", "random_state": 0}},
         {"name": "h", "estimator": "hgb", "features": "engineered", "target_transform": "log",
          "params": {"max_iter": 60, "random_state": 0}},
     ],
-    ids=["lgbm-log", "lgbm-neighbours", "lgbm-sqrt", "gbr-raw", "hgb"],
+    ids=["lgbm-log", "lgbm-similar", "lgbm-sqrt", "gbr-raw", "hgb"],
 )
 def test_fitted_model_beats_the_mean(cfg, features, prices, holdout):
     fitted = fit_model(OmegaConf.create(cfg), features, prices)
@@ -79,3 +79,12 @@ def test_config_errors_are_clear(features, prices):
         fit_model(small_lgbm_config(), features, np.where(prices > 0, prices, 1.0) * 0.0)
     with pytest.raises(ValueError, match="at least 2 folds"):
         cross_validate(small_lgbm_config(), features, prices, folds=1, seed=0)
+
+
+def test_similar_listings_blend_is_geometric(features, prices, holdout):
+    fitted = fit_model(small_lgbm_config(feature_params={"similar_weight": 0.4}), features, prices)
+    columns, _ = holdout
+    estimator_price = np.exp(fitted.estimator.predict(fitted.encoder.transform(columns)))
+    neighbour_price = np.exp(fitted.encoder.similar_log_price(columns))
+    np.testing.assert_allclose(fitted.predict_columns(columns),
+                               estimator_price**0.6 * neighbour_price**0.4, rtol=1e-9)
