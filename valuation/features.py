@@ -68,17 +68,23 @@ class EngineeredSettings:
     # Weight of the similar-listings k-NN price in the final (log-space) blend; 0 disables it.
     similar_weight: float = 0.0
     similar_k: int = 2
+    # What an unknown (zero) area becomes: NaN for estimators that route missing values
+    # themselves (LightGBM, HistGradientBoosting, random forest); a number such as -1 for those
+    # that reject NaN (GradientBoostingRegressor): below every real value, so still separable.
+    unknown_value: float | None = None
 
     @classmethod
     def from_mapping(cls, params: Mapping[str, Any] | None) -> EngineeredSettings:
         params = dict(params or {})
-        known = {"similar_weight", "similar_k"}
+        known = {"similar_weight", "similar_k", "unknown_value"}
         unknown = sorted(set(params) - known)
         if unknown:
             raise ValueError(f"unknown feature_params {unknown}; known: {sorted(known)}")
         settings = cls(
             similar_weight=float(params.get("similar_weight", cls.similar_weight)),
             similar_k=int(params.get("similar_k", cls.similar_k)),
+            unknown_value=(None if params.get("unknown_value") is None
+                           else float(params["unknown_value"])),
         )
         if not 0.0 <= settings.similar_weight < 1.0:
             raise ValueError(
@@ -88,7 +94,8 @@ class EngineeredSettings:
         return settings
 
     def to_dict(self) -> dict[str, Any]:
-        return {"similar_weight": self.similar_weight, "similar_k": self.similar_k}
+        return {"similar_weight": self.similar_weight, "similar_k": self.similar_k,
+                "unknown_value": self.unknown_value}
 
 
 def frame_columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -226,6 +233,8 @@ class FeatureEncoder:
             out[:, column] = np.hypot((lat - landmark_lat) * KM_PER_DEG_LAT,
                                       (lon - landmark_lon) * KM_PER_DEG_LON)
             column += 1
+        if self.settings.unknown_value is not None:
+            np.nan_to_num(out, copy=False, nan=self.settings.unknown_value)
         return out
 
     @property

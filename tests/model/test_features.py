@@ -60,6 +60,14 @@ def test_zero_area_is_unknown_not_tiny(features, prices):
     assert np.isfinite(usable[~zero_usable]).all()
 
 
+def test_unknown_value_replaces_nan_for_estimators_that_reject_it(features, prices):
+    encoder = FeatureEncoder("engineered", {"unknown_value": -1.0})
+    matrix = encoder.fit_transform(features, prices)
+    assert not np.isnan(matrix).any()
+    zero_usable = features["net_usable_area"].to_numpy() == 0
+    assert (matrix[zero_usable, encoder.feature_names.index("usable_area")] == -1.0).all()
+
+
 def test_single_row_equals_its_row_in_the_batch(fitted, features):
     encoder, _ = fitted
     columns = frame_columns(features)

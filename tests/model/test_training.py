@@ -29,10 +29,13 @@ def holdout():
         small_lgbm_config(target_transform="sqrt"),
         {"name": "b", "estimator": "gbr", "features": "raw", "target_transform": "none",
          "params": {"n_estimators": 60, "max_depth": 3, "loss": "absolute_error", "random_state": 0}},
+        {"name": "g", "estimator": "gbr", "features": "engineered", "target_transform": "log",
+         "feature_params": {"unknown_value": -1.0, "similar_weight": 0.4},
+         "params": {"n_estimators": 60, "max_depth": 3, "random_state": 0}},
         {"name": "h", "estimator": "hgb", "features": "engineered", "target_transform": "log",
          "params": {"max_iter": 60, "random_state": 0}},
     ],
-    ids=["lgbm-log", "lgbm-similar", "lgbm-sqrt", "gbr-raw", "hgb"],
+    ids=["lgbm-log", "lgbm-similar", "lgbm-sqrt", "gbr-raw", "gbr-engineered", "hgb"],
 )
 def test_fitted_model_beats_the_mean(cfg, features, prices, holdout):
     fitted = fit_model(OmegaConf.create(cfg), features, prices)
