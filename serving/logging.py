@@ -8,6 +8,18 @@ import sys
 import structlog
 
 
+class _CurrentStdout:
+    """Whatever sys.stdout is when a line is written. Loggers are cached on first use, so binding
+    the stream object at configure time would keep writing to a replaced (and maybe closed) one,
+    as happens under test runners that swap sys.stdout per test."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
 def configure_logging(level: str = "INFO") -> None:
     """One JSON object per line on stdout, with ISO timestamps and contextvars (request id)."""
     logging.basicConfig(format="%(message)s", stream=sys.stdout, level=level)
@@ -20,7 +32,7 @@ def configure_logging(level: str = "INFO") -> None:
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStdout()),
         cache_logger_on_first_use=True,
     )
 

@@ -69,7 +69,7 @@ async def predict(
         raise
     audit(request, "predict", 200, key, started, model_name=served_info["model_name"],
           model_version=served_info["model_version"], inputs=body.features,
-          outputs=served_info["predictions"])
+          outputs=served_info["predictions"], detail=served_info.get("degraded_reason"))
     return response
 
 
@@ -84,14 +84,25 @@ async def _predict(
         raise api_error(404, f"unknown model '{body.model_name}'; this service serves '{model_name}'")
     if body.version is not None and body.alias is not None:
         raise api_error(422, field_errors([(None, "version", "give either version or alias, not both")]))
+    version = body.version
+    degraded_reason = None
     if supervisor.current() is None:
         status = supervisor.status()
-        raise api_error(
-            503,
-            f"no model is being served right now ({status.get('state')}: {status.get('detail')}); "
-            "retry shortly",
-        )
-    with supervisor.use(version=body.version, alias=body.alias) as served:
+        fallback = (_fallback_version(status) if body.version is None and body.alias is None
+                    and bool(settings.proxy.degraded_fallback) else None)
+        if fallback is None:
+            raise api_error(
+                503,
+                f"no model is being served right now ({status.get('state')}: "
+                f"{status.get('detail')}); retry shortly",
+            )
+        version = fallback
+        degraded_reason = (f"the champion's model server is down ({status.get('state')}: "
+                           f"{status.get('detail')}); served version {fallback}, still loaded")
+        log.warning("prediction_degraded", served_version=fallback, reason=degraded_reason)
+    with supervisor.use(version=version, alias=body.alias) as served:
+        if served is None and degraded_reason is not None:  # the fallback went away meanwhile
+            raise api_error(503, "no model is being served right now; retry shortly")
         if served is None:
             raise api_error(404, _not_served_message(body.version, body.alias, supervisor))
         served_info.update(model_name=served.name, model_version=served.version)
@@ -121,7 +132,19 @@ async def _predict(
         "request_id": request_id,
         "predictions": predictions,
     }
+    if degraded_reason is not None:
+        payload.update(degraded=True, served_version=served.version, degraded_reason=degraded_reason)
+        served_info["degraded_reason"] = degraded_reason
     return Response(orjson.dumps(payload), media_type="application/json")
+
+
+def _fallback_version(status: dict[str, Any]) -> str | None:
+    """The newest other version still loaded and answering (e.g. the challenger's server, or the
+    previous champion while it drains), or None."""
+    loaded = [str(s["version"]) for s in status.get("servers", [])
+              if s.get("version") and s.get("phase") in ("ready", "draining")]
+    numbered = [v for v in loaded if v.isdigit()]
+    return max(numbered, key=int) if numbered else None
 
 
 def _not_served_message(version: str | None, alias: str | None, supervisor: Any) -> str:

@@ -165,6 +165,10 @@ class PredictResponse(BaseModel):
     model_version: str
     request_id: str
     predictions: list[float] = Field(description="Price in UF, one per row, in request order")
+    degraded: bool = Field(False, description="True when the champion's server was down and "
+                           "another loaded version answered (see served_version)")
+    served_version: str | None = Field(None, description="The version that answered, when degraded")
+    degraded_reason: str | None = None
 
     model_config = ConfigDict(
         json_schema_extra={

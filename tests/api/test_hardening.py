@@ -1,5 +1,5 @@
 """Hardening beyond test_train.py's refusals: more import tricks through /train (nothing may be
-imported from a request), and job ids RQ would refuse."""
+imported from a request), job ids RQ would refuse, and graceful degradation of /predict."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from serving.api.schemas import SPEC_TRAIN_BODY
-from tests.api.support import queue_length
+from serving.api.schemas import SPEC_PREDICT_BODY, SPEC_TRAIN_BODY
+from tests.api.support import FixedSupervisor, queue_length
 
 GBR = {"model_module": "sklearn.ensemble", "model": "GradientBoostingRegressor"}
 
@@ -63,3 +63,50 @@ def test_job_ids_rq_would_refuse_are_404_not_503(client, auth, job_id) -> None:
     answer = client.get(f"/job_status/{job_id}", headers=auth)
     assert answer.status_code == 404, answer.text
     assert "unknown job id" in answer.json()["detail"]
+
+
+# --- graceful degradation ----------------------------------------------------------------------
+
+
+class ChampionDownSupervisor(FixedSupervisor):
+    """The champion's server is down while another version (here 6) is still loaded. Stands in
+    for the real supervisor: producing this state for real needs two trained versions and a
+    killed server, which the supervisor's own tests cover; here the proxy's answer is tested."""
+
+    def __init__(self, base_url: str, loaded: list[dict]) -> None:
+        super().__init__(base_url, version="6")
+        self.loaded = loaded
+
+    def current(self):
+        return None
+
+    def status(self):
+        return {"state": "down", "version": "7", "detail": "version 7 exited with 137",
+                "servers": self.loaded}
+
+
+def test_champion_down_serves_a_loaded_version_and_says_so(make_client, fake_model_server, auth):
+    loaded = [{"version": "6", "phase": "ready"}, {"version": "7", "phase": "starting"}]
+    client = make_client(supervisor=ChampionDownSupervisor(fake_model_server.url, loaded))
+    answer = client.post("/predict", json=SPEC_PREDICT_BODY, headers=auth)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["degraded"] is True and body["served_version"] == "6" == body["model_version"]
+    assert "champion" in body["degraded_reason"] and "137" in body["degraded_reason"]
+    # A request naming a version or alias is not redirected to another one.
+    pinned = client.post("/predict", json={**SPEC_PREDICT_BODY, "alias": "champion"}, headers=auth)
+    assert pinned.status_code == 503
+
+
+def test_champion_down_and_nothing_else_loaded_is_503(make_client, fake_model_server, auth):
+    loaded = [{"version": "7", "phase": "starting"}]
+    client = make_client(supervisor=ChampionDownSupervisor(fake_model_server.url, loaded))
+    answer = client.post("/predict", json=SPEC_PREDICT_BODY, headers=auth)
+    assert answer.status_code == 503
+    assert "no model is being served" in answer.json()["detail"]
+
+
+def test_a_healthy_champion_is_not_flagged(make_client, fake_model_server, auth):
+    client = make_client(supervisor=FixedSupervisor(fake_model_server.url))
+    body = client.post("/predict", json=SPEC_PREDICT_BODY, headers=auth).json()
+    assert "degraded" not in body and body["model_version"] == "7"
