@@ -134,3 +134,31 @@ def test_no_key_hash_or_token_in_the_audit_trail_or_the_logs(
                    bao.root_token):
         assert secret not in trail  # ... keys, hashes and the root token are not
         assert secret not in logs
+
+
+def test_cli_promotion_is_audited(tmp_path, monkeypatch) -> None:
+    import uuid
+
+    from mlflow import MlflowClient
+
+    from valuation.registry import register_version
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    audit_file = tmp_path / "cli-audit.jsonl"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("AUDIT_LOG_PATH", str(audit_file))
+    get_settings.cache_clear()
+    name = f"model_{uuid.uuid4().hex[:8]}"
+    (tmp_path / "model").mkdir()
+    register_version(MlflowClient(tracking_uri=uri), name, str(tmp_path / "model"),
+                     tags={"valuation.validated": "true"})
+    try:
+        done = CliRunner().invoke(cli, ["promote", "1", "--model", name, "--reason", "audited"])
+    finally:
+        get_settings.cache_clear()
+    assert done.exit_code == 0, done.output
+    (event,) = _events(audit_file)
+    assert (event["action"], event["status"], event["model_name"], event["model_version"]) == \
+        ("promote:cli", "ok", name, "1")
+    assert event["actor"].startswith("cli") and event["inputs"]["reason"] == "audited"
+    assert event["outputs"] == {"from_version": None, "to_version": "1"}

@@ -34,9 +34,10 @@ def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaoServer]:
 
 
 @pytest.fixture(autouse=True)
-def clean_vault_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def clean_vault_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[None]:
     for name in VAULT_ENV:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AUDIT_LOG_PATH", str(tmp_path / "audit.jsonl"))  # the CLI's audit trail
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
