@@ -158,11 +158,9 @@ def own_redis(tmp_path):
     if binary is None:
         pytest.fail("redis-server is required (apt-get install redis-server)")
     port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+               "no", "--dir", str(tmp_path)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     connection = Redis(host="127.0.0.1", port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
 
     def answers() -> bool:
@@ -172,21 +170,29 @@ def own_redis(tmp_path):
             return False
 
     wait_for(answers, 20, "our redis-server to answer")
-    yield process, connection
-    if process.poll() is None:
-        process.kill()
-        process.wait(timeout=10)
+    started = [process]
+
+    def restart() -> None:
+        started.append(subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL))
+        wait_for(answers, 20, "our redis-server to answer again")
+
+    yield process, connection, restart
+    for each in started:
+        if each.poll() is None:
+            each.kill()
+            each.wait(timeout=10)
     connection.close()
 
 
 def test_redis_down_predictions_flow_training_is_503(
     make_client, fake_model_server, tmp_path, empty_registry, prefix, own_redis, capsys
 ) -> None:
-    process, connection = own_redis
+    process, connection, restart = own_redis
     keys = RoleKeyStore()
+    settings = _limited_settings(tmp_path, empty_registry, prefix, recheck_after_failure_s=0.3)
     client = make_client(supervisor=FixedSupervisor(fake_model_server.url), key_store=keys,
-                         redis=connection,
-                         settings=_limited_settings(tmp_path, empty_registry, prefix))
+                         redis=connection, settings=settings)
     assert client.post("/predict", json=SPEC_PREDICT_BODY,
                        headers=keys.header("predict")).status_code == 200
     process.kill()
@@ -202,3 +208,11 @@ def test_redis_down_predictions_flow_training_is_503(
     refused = client.post("/train", json=SPEC_TRAIN_BODY, headers=keys.header("train"))
     assert refused.status_code == 503, refused.text
     assert "rate limiter (Redis) is unavailable" in refused.json()["detail"]
+
+    restart()  # Redis is back: training is taken again and limits hold again
+    time.sleep(0.5)  # past recheck_after_failure_s
+    accepted = client.post("/train", json=SPEC_TRAIN_BODY, headers=keys.header("train"))
+    assert accepted.status_code == 202, accepted.text
+    statuses = [client.post("/predict", json=SPEC_PREDICT_BODY,
+                            headers=keys.header("predict")).status_code for _ in range(25)]
+    assert 429 in statuses
