@@ -10,9 +10,9 @@ Where: `audit.path` in conf/serving.yaml (env AUDIT_LOG_PATH wins; relative path
 project root). The file is opened in append mode; every line is one write followed by a flush.
 Retention: the file rotates at UTC midnight (`audit.jsonl.YYYY-MM-DD`) and rotated files older
 than `audit.retention_days` are deleted (`logging.handlers.TimedRotatingFileHandler`). Several
-processes (proxy replicas, the CLI) may append to one file: each line is written whole, but only
-one process should own rotation, so give each replica its own path in production (or ship the
-lines to a store of your choice).
+processes may append to one file (the CLI appends without rotating); each line is written whole.
+Only one process should rotate a file, so give each proxy replica its own path in production (or
+ship the lines to a store of your choice). A rotation never overwrites an existing rotated file.
 """
 
 from __future__ import annotations
@@ -40,26 +40,45 @@ def audit_path(settings: DictConfig) -> Path:
     return resolve_path(configured)
 
 
-class AuditLog:
-    """Appends audit events to a daily-rotated JSON-lines file."""
+class _NeverOverwritingRotation(logging.handlers.TimedRotatingFileHandler):
+    """Daily rotation whose target name never replaces an existing file: the standard handler
+    deletes `audit.jsonl.<date>` if it exists, which would erase lines another writer rotated."""
 
-    def __init__(self, path: Path, retention_days: int = 90, max_input_rows: int = 1000) -> None:
+    def rotation_filename(self, default_name: str) -> str:
+        name, n = default_name, 0
+        while os.path.exists(name):
+            n += 1
+            name = f"{default_name}.{n}"
+        return name
+
+
+class AuditLog:
+    """Appends audit events to a JSON-lines file, rotated daily by the proxy (`rotate=True`);
+    short-lived writers such as the CLI append without rotating (`rotate=False`)."""
+
+    def __init__(self, path: Path, retention_days: int = 90, max_input_rows: int = 1000,
+                 rotate: bool = True) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_input_rows = int(max_input_rows)
-        self._handler = logging.handlers.TimedRotatingFileHandler(
-            self.path, when="midnight", backupCount=int(retention_days), utc=True,
-            encoding="utf-8",
-        )
+        self._handler: logging.FileHandler
+        if rotate:
+            self._handler = _NeverOverwritingRotation(
+                self.path, when="midnight", backupCount=int(retention_days), utc=True,
+                encoding="utf-8",
+            )
+        else:
+            self._handler = logging.FileHandler(self.path, mode="a", encoding="utf-8")
         self._handler.setFormatter(logging.Formatter("%(message)s"))
         # A logger of its own, outside logging's registry: nothing propagates to the app log.
         self._logger = logging.Logger(f"audit:{self.path}", level=logging.INFO)
         self._logger.addHandler(self._handler)
 
     @classmethod
-    def from_settings(cls, settings: DictConfig) -> AuditLog:
+    def from_settings(cls, settings: DictConfig, rotate: bool = True) -> AuditLog:
         section = settings.audit
-        return cls(audit_path(settings), int(section.retention_days), int(section.max_input_rows))
+        return cls(audit_path(settings), int(section.retention_days), int(section.max_input_rows),
+                   rotate=rotate)
 
     def record(
         self,

@@ -225,7 +225,7 @@ def _audit(action: str, status: str = "ok", **fields) -> None:
     """One line in the audit trail (serving/audit.py); never the key itself."""
     from serving.audit import AuditLog
 
-    trail = AuditLog.from_settings(get_settings())
+    trail = AuditLog.from_settings(get_settings(), rotate=False)  # the proxy owns rotation
     try:
         trail.record(action, status=status, actor=_actor(), **fields)
     finally:

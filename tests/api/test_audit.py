@@ -79,7 +79,18 @@ def test_retention_is_daily_rotation_keeping_n_days(tmp_path) -> None:
     handler = trail._handler
     assert (handler.when, handler.backupCount, handler.utc) == ("MIDNIGHT", 7, True)
     assert handler.mode == "a"
+    trail.record("predict", status=200)
+    # A file already rotated under today's name (by another writer) is never overwritten.
+    rotated = tmp_path / "audit.jsonl.2026-01-01"
+    rotated.write_text('{"action": "kept"}\n')
+    assert handler.rotation_filename(str(rotated)) == f"{rotated}.1"
+    handler.doRollover()
+    assert rotated.read_text() == '{"action": "kept"}\n'
+    assert len(list(tmp_path.glob("audit.jsonl.*"))) == 2
     trail.close()
+    cli_writer = AuditLog(tmp_path / "audit.jsonl", rotate=False)
+    assert type(cli_writer._handler).__name__ == "FileHandler" and cli_writer._handler.mode == "a"
+    cli_writer.close()
 
 
 @pytest.mark.slow
