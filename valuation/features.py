@@ -18,7 +18,6 @@ pickle, and loading never executes stored code.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +46,10 @@ LANDMARKS: dict[str, tuple[float, float]] = {
     "parque_arauco": (-33.4016, -70.5786),
     "la_dehesa": (-33.3530, -70.5180),
 }
-_ROTATIONS = tuple((math.cos(math.radians(d)), math.sin(math.radians(d))) for d in ROTATION_DEGREES)
+_ROTATION_COS = np.cos(np.radians(ROTATION_DEGREES))
+_ROTATION_SIN = np.sin(np.radians(ROTATION_DEGREES))
+_LANDMARK_NORTH_KM = np.array([(la - GRID_ORIGIN[0]) * KM_PER_DEG_LAT for la, _ in LANDMARKS.values()])
+_LANDMARK_EAST_KM = np.array([(lo - GRID_ORIGIN[1]) * KM_PER_DEG_LON for _, lo in LANDMARKS.values()])
 ENGINEERED_FEATURE_NAMES: tuple[str, ...] = (
     "is_casa", "sector_code", "usable_area", "total_area", "usable_to_total",
     "usable_per_room", "bathrooms_per_room", "n_rooms", "n_bathroom", "latitude", "longitude",
@@ -223,16 +225,13 @@ class FeatureEncoder:
         out[:, 8] = baths
         out[:, 9] = lat
         out[:, 10] = lon
+        # Rotations and landmark distances as one array operation each (cheap for one row too).
         north_km = (lat - GRID_ORIGIN[0]) * KM_PER_DEG_LAT
         east_km = (lon - GRID_ORIGIN[1]) * KM_PER_DEG_LON
-        column = 11
-        for cos_a, sin_a in _ROTATIONS:
-            out[:, column] = east_km * cos_a + north_km * sin_a
-            column += 1
-        for landmark_lat, landmark_lon in LANDMARKS.values():
-            out[:, column] = np.hypot((lat - landmark_lat) * KM_PER_DEG_LAT,
-                                      (lon - landmark_lon) * KM_PER_DEG_LON)
-            column += 1
+        rotated = slice(11, 11 + len(ROTATION_DEGREES))
+        out[:, rotated] = east_km[:, None] * _ROTATION_COS + north_km[:, None] * _ROTATION_SIN
+        out[:, rotated.stop:] = np.hypot(north_km[:, None] - _LANDMARK_NORTH_KM,
+                                         east_km[:, None] - _LANDMARK_EAST_KM)
         if self.settings.unknown_value is not None:
             np.nan_to_num(out, copy=False, nan=self.settings.unknown_value)
         return out
