@@ -50,6 +50,8 @@ def run(cfg: DictConfig, train_uri: str) -> TrainResult:
             "cv_folds": cfg.cv.folds,
             "train_rows": len(frame),
             **{f"param.{k}": v for k, v in OmegaConf.to_container(model_cfg.params).items()},
+            **{f"feature_param.{k}": v
+               for k, v in OmegaConf.to_container(model_cfg.get("feature_params") or {}).items()},
         }
     )
     report("train", PROGRESS_START, f"{len(frame)} training rows, model {model_cfg.name}")
@@ -80,7 +82,13 @@ def run(cfg: DictConfig, train_uri: str) -> TrainResult:
     mlflow.log_metric("fit_seconds", fit_seconds)
     report("train", PROGRESS_END - 0.05, f"fit took {fit_seconds:.1f} s; logging the model")
 
-    rules = ValidationRules.from_config(cfg.validation, sectors=sorted(features["sector"].unique()))
+    # Types and sectors the model may be asked about are the ones it saw: anything else is a
+    # clear 400/422 naming the field, never a failure deep inside the estimator.
+    rules = ValidationRules.from_config(
+        cfg.validation,
+        sectors=sorted(features["sector"].unique()),
+        types=sorted(set(cfg.validation.types) & set(features["type"].unique())),
+    )
     with tempfile.TemporaryDirectory() as workdir:
         info = _log_model(cfg, fitted, rules, Path(workdir))
     mlflow.set_tag("valuation.model_uri", info.model_uri)

@@ -53,9 +53,13 @@ class ValidationRules:
     max_rows: int
 
     @classmethod
-    def from_config(cls, validation_cfg: Mapping[str, Any], sectors: Sequence[str]) -> ValidationRules:
+    def from_config(
+        cls, validation_cfg: Mapping[str, Any], sectors: Sequence[str], types: Sequence[str] | None = None
+    ) -> ValidationRules:
+        """Rules from config; `types` narrows the configured types (e.g. to those seen in training)."""
+        chosen_types = types if types is not None else validation_cfg["types"]
         return cls(
-            types=tuple(sorted(str(t).lower() for t in validation_cfg["types"])),
+            types=tuple(sorted(str(t).lower() for t in chosen_types)),
             sectors=tuple(sorted(str(s).lower() for s in sectors)),
             min_area=float(validation_cfg["min_area"]),
             max_area=float(validation_cfg["max_area"]),

@@ -89,3 +89,18 @@ def test_a_stored_estimator_with_a_key_outside_the_allowlist_is_not_loaded(tmp_p
     (tmp_path / "estimator.json").write_text(json.dumps({"key": "evil", "format": "skops"}))
     with pytest.raises(EstimatorNotAllowed):
         load_estimator(tmp_path)
+
+
+def test_small_lightgbm_batches_predict_the_same_on_one_thread(tmp_path) -> None:
+    from valuation.training import SINGLE_THREAD_MAX_ROWS, _predict_small_batches_single_threaded
+
+    rng = np.random.default_rng(1)
+    features = rng.random((SINGLE_THREAD_MAX_ROWS + 10, 3))
+    target = features.sum(axis=1)
+    model = build_estimator("lightgbm", {"n_estimators": 20, "verbose": -1}).fit(features, target)
+    save_estimator(model, tmp_path, "lightgbm")
+    booster = load_estimator(tmp_path)
+    for rows in (1, SINGLE_THREAD_MAX_ROWS, SINGLE_THREAD_MAX_ROWS + 10):
+        np.testing.assert_allclose(
+            _predict_small_batches_single_threaded(booster, features[:rows]), booster.predict(features[:rows])
+        )

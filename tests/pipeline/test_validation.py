@@ -95,3 +95,10 @@ def test_row_errors_on_a_mapping_match_the_frame_path(rules: ValidationRules) ->
 
 def test_rules_survive_a_round_trip_through_json_like_dicts(rules: ValidationRules) -> None:
     assert ValidationRules.from_dict(rules.to_dict()) == rules
+
+
+def test_types_can_be_narrowed_to_those_seen_in_training() -> None:
+    narrowed = ValidationRules.from_config(load_config().validation, ["nunoa"], types=["casa"])
+    assert narrowed.types == ("casa",)
+    errors = narrowed.row_errors({**GOOD_ROW, "sector": "nunoa", "type": "departamento"}, 0)
+    assert [(e.field, "not a known type" in e.message) for e in errors] == [("type", True)]
