@@ -19,7 +19,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from valuation.config import PROJECT_ROOT
 from valuation.estimators import load_estimator, save_estimator
-from valuation.schema import FEATURES
+from valuation.schema import EXAMPLE_ROW, FEATURES
 from valuation.validation import RowValidationError, ValidationRules
 
 BUNDLE_ARTIFACT = "bundle"
@@ -27,18 +27,6 @@ RULES_FILE = "validation_rules.json"
 MODEL_FILE = "model.json"
 # Pinned into the logged model so `mlflow models serve` and Docker images rebuild the same stack.
 RUNTIME_PACKAGES = ("mlflow", "lightgbm", "scikit-learn", "skops", "scipy", "numpy", "pandas", "omegaconf")
-
-EXAMPLE_ROW: dict[str, Any] = {
-    "type": "casa",
-    "sector": "lo barnechea",
-    "net_usable_area": 300.0,
-    "net_area": 500.0,
-    "n_rooms": 6.0,
-    "n_bathroom": 5.0,
-    "latitude": -33.3561,
-    "longitude": -70.5072,
-}
-
 
 def save_bundle(fitted: Any, rules: ValidationRules, estimator_key: str, directory: Path) -> Path:
     """Write everything the pyfunc needs into one directory (JSON, npz, native model files)."""

@@ -15,3 +15,15 @@ FEATURES: tuple[str, ...] = CATEGORICAL_FEATURES + NUMERIC_FEATURES
 AREA_FEATURES: tuple[str, ...] = ("net_usable_area", "net_area")
 COUNT_FEATURES: tuple[str, ...] = ("n_rooms", "n_bathroom")
 TARGET = "price"
+
+# The specification's example property: the logged model's input example, the API's /docs example.
+EXAMPLE_ROW: dict[str, str | float] = {
+    "type": "casa",
+    "sector": "lo barnechea",
+    "net_usable_area": 300.0,
+    "net_area": 500.0,
+    "n_rooms": 6.0,
+    "n_bathroom": 5.0,
+    "latitude": -33.3561,
+    "longitude": -70.5072,
+}

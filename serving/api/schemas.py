@@ -7,22 +7,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from valuation.schema import EXAMPLE_ROW
+
 # --- the specification's Usage bodies (the API contract; they must keep working verbatim) ------
 
 SPEC_PREDICT_BODY: dict[str, Any] = {
     "model_name": "property_friends_best_model",
-    "features": [
-        {
-            "type": "casa",
-            "sector": "lo barnechea",
-            "net_usable_area": 300.0,
-            "net_area": 500.0,
-            "n_rooms": 6.0,
-            "n_bathroom": 5.0,
-            "latitude": -33.3561,
-            "longitude": -70.5072,
-        }
-    ],
+    "features": [dict(EXAMPLE_ROW)],
 }
 
 SPEC_TRAIN_BODY: dict[str, Any] = {

@@ -8,18 +8,10 @@ import pandas as pd
 import pytest
 
 from valuation.config import load_config
+from valuation.schema import EXAMPLE_ROW
 from valuation.validation import FieldError, RowValidationError, ValidationRules
 
-GOOD_ROW = {
-    "type": "casa",
-    "sector": "lo barnechea",
-    "net_usable_area": 300.0,
-    "net_area": 500.0,
-    "n_rooms": 6.0,
-    "n_bathroom": 5.0,
-    "latitude": -33.3561,
-    "longitude": -70.5072,
-}
+GOOD_ROW = dict(EXAMPLE_ROW)
 
 
 @pytest.fixture(scope="module")
