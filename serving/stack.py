@@ -322,7 +322,7 @@ class Stack:
         env = self.base_env()
         env["BAO_DEV_ROOT_TOKEN_ID"] = root_token  # env, not argv: kept out of `ps`
         env["BAO_DEV_LISTEN_ADDRESS"] = f"{HOST}:{port}"
-        part = Part(name="vault", command=[_bao_binary(), "server", "-dev"], env=env,
+        part = Part(name="vault", command=[bao_binary(), "server", "-dev"], env=env,
                     log_path=self.plan.logs / "vault.log", where=addr)
         say(f"vault: starting an OpenBao dev server (in memory) on {addr}")
         self._launch(part)
@@ -538,7 +538,8 @@ def _rq_worker_registered(port: int, password: str | None, db: int, pid: int) ->
         client.close()
 
 
-def _bao_binary() -> str:
+def bao_binary() -> str:
+    """The `bao` next to the running interpreter (.venv/bin), else on PATH."""
     beside = Path(sys.executable).parent / "bao"
     if beside.exists():
         return str(beside)

@@ -27,6 +27,7 @@ class PipelineResult:
     validated: bool
     version: str | None
     champion_moved: bool
+    registered_model: str
 
 
 def run_pipeline(overrides: list[str]) -> PipelineResult:
@@ -65,10 +66,11 @@ def run_pipeline(overrides: list[str]) -> PipelineResult:
         validated=evaluation.validated,
         version=registered.version,
         champion_moved=registered.champion_moved,
+        registered_model=cfg.registry.model_name,
     )
 
 
-def _summary(result: PipelineResult, model_name: str) -> str:
+def _summary(result: PipelineResult) -> str:
     metrics = result.metrics
     lines = [
         "",
@@ -81,7 +83,7 @@ def _summary(result: PipelineResult, model_name: str) -> str:
     ]
     if result.version:
         champion = "and is now the champion" if result.champion_moved else "(champion unchanged)"
-        lines.append(f"registered: {model_name} version {result.version} {champion}")
+        lines.append(f"registered: {result.registered_model} version {result.version} {champion}")
     else:
         lines.append("registered: nothing (see the register run's valuation.register_outcome tag)")
     lines.append(f"look:       mlflow ui --backend-store-uri {tracking_uri()}")
@@ -95,7 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     overrides = ([f"model={args.model}"] if args.model else []) + split_overrides(args.overrides)
     result = run_pipeline(overrides)
-    print(_summary(result, load_config(overrides).registry.model_name))
+    print(_summary(result))
 
 
 if __name__ == "__main__":

