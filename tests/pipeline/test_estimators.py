@@ -104,3 +104,43 @@ def test_small_lightgbm_batches_predict_the_same_on_one_thread(tmp_path) -> None
         np.testing.assert_allclose(
             _predict_small_batches_single_threaded(booster, features[:rows]), booster.predict(features[:rows])
         )
+
+
+class _Canary:
+    """Stands for a class an attacker slips into a stored estimator: skops would rebuild it with
+    `__setstate__`, so a call recorded here means the file's content was executed."""
+
+    rebuilt: list[dict] = []
+
+    def __setstate__(self, state: dict) -> None:
+        _Canary.rebuilt.append(state)
+        self.__dict__.update(state)
+
+
+def test_a_stored_estimator_holding_untrusted_types_is_refused_unloaded(tmp_path) -> None:
+    import os
+
+    import skops.io as sio
+
+    rng = np.random.default_rng(0)
+    estimator = build_estimator("gbr", {"n_estimators": 3}).fit(rng.random((30, 2)), rng.random(30))
+    estimator.smuggled = _Canary()
+    estimator.smuggled.marker = "rebuilt"
+    estimator.hook = os.system  # a function outside the trusted modules (posix.system)
+    save_estimator(estimator, tmp_path, "gbr")
+    path = tmp_path / "model.skops"
+    canary_type = f"{_Canary.__module__}.{_Canary.__qualname__}"
+    assert canary_type in sio.get_untrusted_types(file=path)
+    _Canary.rebuilt.clear()
+
+    with pytest.raises(ValueError, match="refusing to load untrusted types") as refused:
+        load_estimator(tmp_path)
+
+    message = str(refused.value)
+    assert canary_type in message and f"{os.system.__module__}.system" in message
+    assert str(path) in message
+    assert "sklearn." not in message  # the estimator's own classes are not the problem
+    assert _Canary.rebuilt == []  # refused before anything in the file was rebuilt
+    # The canary is live: loading the same file with everything trusted does rebuild it.
+    sio.load(path, trusted=sio.get_untrusted_types(file=path))
+    assert _Canary.rebuilt == [{"marker": "rebuilt"}]
