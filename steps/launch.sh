@@ -9,5 +9,14 @@ fi
 if [ -x .venv/bin/python ]; then
   exec .venv/bin/python -m "$@"
 fi
-echo "error: no python with MLflow on PATH and no .venv here; run 'make install' first" >&2
+# Neither: say which python was found (if any), where .venv was looked for, and the fix.
+found=$(command -v python 2>/dev/null)
+if [ -n "$found" ]; then
+  why="the 'python' on PATH ($found) cannot import mlflow"
+else
+  why="there is no 'python' on PATH"
+fi
+echo "error: cannot run '$1': $why, and there is no .venv/bin/python in $(pwd)." >&2
+echo "Fix: run 'make install' in the project root (it creates .venv with MLflow and the project)," >&2
+echo "or activate an environment that has them (e.g. 'mlflow run . --env-manager conda')." >&2
 exit 2
