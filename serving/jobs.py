@@ -9,10 +9,12 @@ nothing read back from Redis is unpickled.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -28,6 +30,7 @@ from rq import Queue, get_current_job
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from serving import run_guard
 from serving.logging import get_logger
 from serving.settings import get_settings, mlflow_tracking_uri, secret
 from valuation.config import PROJECT_ROOT
@@ -47,6 +50,10 @@ class TrainingFailed(RuntimeError):
 
 class TrainingCancelled(RuntimeError):
     """The worker was told to stop (SIGTERM) while a training ran."""
+
+
+class WorkerLost(RuntimeError):
+    """The worker process that forked this work horse died while the training ran."""
 
 
 # --- connections and the queue -----------------------------------------------------------------
@@ -110,8 +117,16 @@ def fetch_job(connection: Redis, job_id: str) -> Job | None:
 
 
 def describe_job(job: Job) -> dict[str, Any]:
-    """The job as /job_status reports it (status, progress, and the run's outcome)."""
+    """The job as /job_status reports it (status, progress, and the run's outcome).
+
+    A job still `started` whose worker stopped sending heartbeats is failed here as abandoned,
+    so a status never stays `started` because its worker died and none was started again.
+    """
     status = job.get_status(refresh=False)
+    if status == JobStatus.STARTED and job.id in fail_abandoned_jobs(
+            Queue(job.origin, connection=job.connection, serializer=SERIALIZER)):
+        job.refresh()
+        status = job.get_status(refresh=False)
     meta = job.meta or {}
     described: dict[str, Any] = {
         "job_id": job.id,
@@ -135,6 +150,44 @@ def describe_job(job: Job) -> dict[str, Any]:
     elif status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
         described["error"] = meta.get("error") or _exception_message(job)
     return described
+
+
+def fail_abandoned_jobs(queue: Queue) -> list[str]:
+    """Fail the jobs of `queue` left `started` by a worker that died; returns their ids.
+
+    The worker refreshes a running job's heartbeat every `jobs.heartbeat_interval_s`; once it is
+    `jobs.heartbeat_grace_s` late the worker is taken for dead (killed with its horse, lost
+    host) and the job fails with a message saying so. RQ's own cleanup then moves it to the failed
+    registry (it would retry a job with retries left; training jobs have none). Called by /job_status
+    and by every worker's maintenance, so it happens even when no worker is left.
+    """
+    registry = queue.started_job_registry
+    cutoff = time.time()  # the same for RQ's cleanup below, so it moves exactly these jobs
+    expired = registry.get_expired_job_ids(cutoff)
+    if not expired:
+        return []
+    abandoned = []
+    for job_id in expired:
+        job = fetch_job(queue.connection, job_id)
+        if job is None or job.get_status(refresh=False) != JobStatus.STARTED:
+            continue
+        beat = _iso(job.last_heartbeat) or "never"
+        record_error(job, f"the worker {job.worker_name or '(unknown)'} running this training "
+                          f"stopped sending heartbeats (last at {beat}): it was killed or lost its "
+                          "host, so the training was abandoned")
+        abandoned.append(job_id)
+        log.warning("abandoned_job_failed", job_id=job_id, worker=job.worker_name,
+                    run_id=(job.meta or {}).get("run_id"), last_heartbeat=beat)
+    registry.cleanup(cutoff)
+    return abandoned
+
+
+def record_error(job: Job, message: str) -> None:
+    """Put the reason of a failure in the job's meta (re-read first: the horse wrote it last)."""
+    meta = job.get_meta(refresh=True)
+    if not meta.get("error"):
+        meta["error"] = message
+        job.save_meta()
 
 
 def _exception_message(job: Job) -> str | None:
@@ -170,6 +223,7 @@ def run_training(model: str, overrides: str, experiment_name: str) -> dict[str, 
     job = get_current_job()
     uri = mlflow_tracking_uri()
     poll_s = float(settings.jobs.progress_poll_s)
+    worker_pid = os.getppid()  # the worker that forked this horse; watched while the run runs
     with tempfile.TemporaryDirectory(prefix="valuation-job-") as scratch:
         progress_file = Path(scratch) / "progress.json"
         output_file = Path(scratch) / OUTPUT_ARTIFACT
@@ -189,14 +243,17 @@ def run_training(model: str, overrides: str, experiment_name: str) -> dict[str, 
                 _save_meta(job, error=f"training did not start: {_describe(stop)}")
                 raise
             run_id = submitted.run_id
-            log.info("training_started", run_id=run_id, model=model, overrides=overrides)
-            _save_meta(job, run_id=run_id)
-            try:
-                _follow(submitted, job, progress_file, output, poll_s)
-            except BaseException as stop:  # timeout (JobTimeoutException), SIGTERM, Ctrl-C
-                _abort(submitted, run_id, f"training stopped: {_describe(stop)}", job)
-                raise
-            succeeded = submitted.get_status() == "FINISHED"
+            with _guarded(submitted.command_proc, run_id, scratch, output,
+                          float(settings.jobs.run_guard_wait_s)):
+                log.info("training_started", run_id=run_id, model=model, overrides=overrides)
+                _save_meta(job, run_id=run_id)
+                try:
+                    _follow(submitted, job, progress_file, output, poll_s, worker_pid)
+                except BaseException as stop:  # timeout (JobTimeoutException), SIGTERM, Ctrl-C,
+                    # the worker's death (WorkerLost)
+                    _abort(submitted, run_id, f"training stopped: {_describe(stop)}", job)
+                    raise
+                succeeded = submitted.get_status() == "FINISHED"
         _attach_output(run_id, output_file)
         outcome = _run_outcome(run_id, experiment_name)
         run_status = outcome.pop("status")
@@ -209,10 +266,16 @@ def run_training(model: str, overrides: str, experiment_name: str) -> dict[str, 
 
 
 def _follow(submitted: Any, job: Job | None, progress_file: Path, output: CapturedOutput,
-            poll_s: float) -> None:
-    """Until the run's process exits: forward its output and copy its progress into the job."""
+            poll_s: float, worker_pid: int) -> None:
+    """Until the run's process exits: forward its output and copy its progress into the job.
+
+    Raises WorkerLost when the worker that forked this horse dies (this process is re-parented):
+    nobody would record the job's outcome, so the run is stopped rather than left to register.
+    """
     last: dict[str, Any] | None = None
     while True:
+        if os.getppid() != worker_pid:
+            raise WorkerLost(f"the worker process (pid {worker_pid}) running this job died")
         running = submitted.get_status() == "RUNNING"
         output.forward()
         progress = read_progress(progress_file)
@@ -246,6 +309,31 @@ def _save_meta(job: Job | None, **values: Any) -> None:
         return
     job.meta.update(values)
     job.save_meta()
+
+
+@contextmanager
+def _guarded(process: subprocess.Popen, run_id: str, scratch: str, output: CapturedOutput,
+             wait_s: float) -> Iterator[None]:
+    """Keep `python -m serving.run_guard` beside the run: should this horse die without saying
+    the run has ended (SIGKILL, out of memory), the guard kills the run's process group."""
+    guard = subprocess.Popen(
+        [sys.executable, "-m", "serving.run_guard", str(os.getpgid(process.pid)), run_id, scratch],
+        stdin=subprocess.PIPE, stdout=output.original_stderr, stderr=output.original_stderr,
+        start_new_session=True,  # survives a kill of the worker's and the horse's groups
+    )
+    try:
+        yield
+    finally:
+        # "done" only once the run's processes are gone; otherwise closing the pipe makes the
+        # guard kill them (an exception got past the cancel).
+        with contextlib.suppress(BrokenPipeError):
+            if process.poll() is not None:
+                guard.stdin.write(run_guard.DONE)
+            guard.stdin.close()
+        try:
+            guard.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            log.warning("run_guard_still_running", run_id=run_id, guard_pid=guard.pid)
 
 
 def _abort(submitted: Any, run_id: str, reason: str, job: Job | None) -> None:
@@ -356,6 +444,11 @@ class CapturedOutput:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+
+    @property
+    def original_stderr(self) -> int:
+        """The stream the worker logged to before the capture (for helpers that outlive it)."""
+        return self._saved_stderr
 
     def __enter__(self) -> CapturedOutput:
         sys.stdout.flush()

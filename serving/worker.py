@@ -5,6 +5,14 @@ TRAINING_QUEUE). Each job runs in a forked work horse. On SIGTERM (or Ctrl-C) th
 new job and stops the running training cleanly: the `mlflow run` processes are terminated, the
 MLflow run is marked KILLED and the job fails with a message saying so; then the worker exits.
 A second signal kills the work horse at once.
+
+Deaths without a goodbye end the job too, with a reason /job_status shows:
+- the work horse is killed (SIGKILL, out of memory): the worker fails the job at once, and the
+  horse's run guard (serving.run_guard) kills the orphaned `mlflow run` and marks its run KILLED;
+- the worker alone is killed: the horse notices it was re-parented, stops its run and fails the job;
+- worker and horse are killed together (lost host): the job's heartbeat stops, and once it is
+  `jobs.heartbeat_grace_s` late the job is failed as abandoned, by /job_status or by any worker's
+  maintenance (every `jobs.maintenance_interval_s`, and at start-up).
 """
 
 from __future__ import annotations
@@ -17,7 +25,13 @@ import sys
 
 from rq import Worker
 
-from serving.jobs import SERIALIZER, redis_connection, training_queue
+from serving.jobs import (
+    SERIALIZER,
+    fail_abandoned_jobs,
+    record_error,
+    redis_connection,
+    training_queue,
+)
 from serving.logging import configure_logging, get_logger
 from serving.settings import get_settings
 
@@ -25,6 +39,40 @@ log = get_logger("serving.worker")
 
 
 class TrainingWorker(Worker):
+    def __init__(self, *args, heartbeat_grace_s: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.heartbeat_grace_s = heartbeat_grace_s
+
+    def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
+        # RQ's own rule with our grace instead of its fixed 60 s: how late a heartbeat may be
+        # before the job is taken for abandoned.
+        interval = self.job_monitoring_interval
+        if job.timeout and job.timeout > 0:
+            interval = min(job.timeout - working_time, interval)
+        return int(interval) + self.heartbeat_grace_s
+
+    def clean_registries(self) -> None:
+        # Jobs of dead workers first, so that they fail with a reason rather than RQ's bare
+        # "AbandonedJobError" (RQ's cleanup would move them too).
+        for queue in self.queues:
+            try:
+                fail_abandoned_jobs(queue)
+            except Exception as error:  # maintenance must not stop the worker
+                log.error("abandoned_jobs_check_failed", queue=queue.name, error=repr(error))
+        super().clean_registries()
+
+    def handle_work_horse_killed(self, job, retpid, ret_val, rusage) -> None:
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+        if ret_val is not None and os.WIFSIGNALED(ret_val):
+            number = os.WTERMSIG(ret_val)
+            how = f"was killed by signal {number} ({signal.Signals(number).name}"
+            how += ", e.g. the out-of-memory killer)" if number == signal.SIGKILL else ")"
+        else:
+            how = f"exited unexpectedly (wait status {ret_val})"
+        log.error("work_horse_died", job_id=job.id, horse_pid=retpid, wait_status=ret_val)
+        record_error(job, f"the work horse (pid {retpid}) running this training {how}; "
+                          "its training run was stopped and nothing was registered from it")
+
     def handle_warm_shutdown_request(self) -> None:
         super().handle_warm_shutdown_request()
         if self.horse_pid:
@@ -38,7 +86,14 @@ def build_worker(settings=None, name: str | None = None) -> TrainingWorker:
     settings = settings if settings is not None else get_settings()
     connection = redis_connection(settings, blocking=True)
     queue = training_queue(connection, settings)
-    return TrainingWorker([queue], connection=connection, serializer=SERIALIZER, name=name)
+    jobs = settings.jobs
+    return TrainingWorker(
+        [queue], connection=connection, serializer=SERIALIZER, name=name,
+        job_monitoring_interval=int(jobs.heartbeat_interval_s),
+        heartbeat_grace_s=int(jobs.heartbeat_grace_s),
+        maintenance_interval=int(jobs.maintenance_interval_s),
+        worker_ttl=int(jobs.worker_ttl_s),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

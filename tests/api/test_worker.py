@@ -3,12 +3,14 @@ through the API, outcomes read back through /job_status and the MLflow store."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from mlflow import MlflowClient
 
@@ -42,10 +44,10 @@ def start_worker(api_settings, tracking_store, tmp_path) -> Iterator:
     """Start `python -m serving.worker` with the test's queue and tracking store."""
     started: list[WorkerProcess] = []
 
-    def start(*args: str) -> WorkerProcess:
+    def start(*args: str, **extra_env: str) -> WorkerProcess:
         log_path = tmp_path / f"worker-{len(started)}.log"
         env = child_env(TRAINING_QUEUE=api_settings.jobs.queue,
-                        MLFLOW_TRACKING_URI=api_settings.mlflow.tracking_uri)
+                        MLFLOW_TRACKING_URI=api_settings.mlflow.tracking_uri, **extra_env)
         with log_path.open("wb") as log:
             process = subprocess.Popen([sys.executable, "-m", "serving.worker", *args],
                                        cwd=tmp_path, env=env, stdout=log,
@@ -187,3 +189,57 @@ def test_a_job_over_its_timeout_is_stopped_cleanly(
     tracking = api_settings.mlflow.tracking_uri
     assert MlflowClient(tracking_uri=tracking).get_run(run_id).info.status == "KILLED"
     assert _processes_of_run(run_id) == []
+
+
+# What /job_status says when each part dies without a goodbye (SIGKILL: nothing can clean up).
+KILL_REASONS = {
+    # The out-of-memory killer takes the work horse: the worker sees it die.
+    "horse": "was killed by signal 9 (SIGKILL",
+    # The worker alone dies: its horse is re-parented, notices, and stops the run.
+    "worker": "WorkerLost: the worker process",
+    # Both at once (a lost host): only the missing heartbeat tells.
+    "worker_and_horse": "stopped sending heartbeats",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", sorted(KILL_REASONS))
+def test_a_killed_worker_fails_its_job_and_registers_nothing(
+    victim, client, auth, start_worker, tracking_store, redis_conn
+) -> None:
+    body = {"experiment_config": {"experiment_name": f"worker-kill-{victim}"},
+            "db_config": {"db_type": "sample", "db_config": {"n_train": 20000, "n_test": 5000}}}
+    job_id = client.post("/train", json=body, headers=auth).json()["job_id"]
+    # A dead worker's job is taken for abandoned once its heartbeat is 1 + 3 s late; only the
+    # lost-host case waits for that (elsewhere a survivor reports first, and must win).
+    heartbeat = ({"JOB_HEARTBEAT_INTERVAL_S": "1", "JOB_HEARTBEAT_GRACE_S": "3"}
+                 if victim == "worker_and_horse" else {})
+    worker = start_worker(**heartbeat)
+    run_id = wait_for(lambda: (fetch_job(redis_conn, job_id).meta or {}).get("run_id"), 120,
+                      "the training run to start", 0.2)
+    wait_for(lambda: _processes_of_run(run_id), 60, "the run's processes to appear", 0.2)
+    [horse] = psutil.Process(worker.process.pid).children()
+    targets = {"horse": [horse.pid], "worker": [worker.process.pid],
+               "worker_and_horse": [worker.process.pid, horse.pid]}[victim]
+    try:
+        # Stopped first, then killed: neither sees the other die before its own end.
+        for pid in targets:
+            os.kill(pid, signal.SIGSTOP)
+        for pid in targets:
+            os.kill(pid, signal.SIGKILL)
+
+        status = wait_for(lambda: (answer := _status(client, auth, job_id))["status"] != "started"
+                          and answer, 120, "the job to leave 'started'", 0.5)
+        assert status["status"] == "failed", status
+        assert KILL_REASONS[victim] in status["error"], status["error"]
+        assert status["run_id"] == run_id
+        # The orphaned `mlflow run` is stopped, its MLflow run ended, and nothing registered.
+        wait_for(lambda: _processes_of_run(run_id) == [], 60, "the run's processes to be killed")
+        tracking = MlflowClient(tracking_uri=tracking_store)
+        wait_for(lambda: tracking.get_run(run_id).info.status == "KILLED", 60,
+                 "the run to be marked KILLED")
+        assert tracking.search_registered_models() == []
+        assert tracking.search_model_versions() == []
+    finally:
+        if horse.is_running():  # the horse outlives a killed worker until it notices
+            horse.kill()
