@@ -301,14 +301,9 @@ class Stack:
                              "installed (apt-get install redis-server)")
         data_dir = self.plan.state_dir / "redis"
         data_dir.mkdir(parents=True, exist_ok=True)
-        # Config on stdin (`redis-server -`): the password never appears in `ps`.
-        config = [f"port {port}", f"bind {HOST}", 'save ""', "appendonly no",
-                  f"dir {data_dir}", "daemonize no"]
-        if password:
-            config.append(f"requirepass {password}")
         part = Part(name="redis", command=[binary, "-"], env=self.base_env(),
                     log_path=self.plan.logs / "redis.log", where=where,
-                    stdin_text="\n".join(config) + "\n")
+                    stdin_text=redis_server_config(self.settings, port, data_dir, password))
         say(f"redis: starting redis-server on {HOST}:{port}")
         self._launch(part)
         self._wait(part, lambda: _redis_ping(port, password) == "ok", "answers PING")
@@ -503,6 +498,20 @@ def _http_ok(url: str) -> bool:
         return httpx.get(url, timeout=2.0, trust_env=False).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def redis_server_config(settings: DictConfig, port: int, data_dir: Path,
+                        password: str | None = None) -> str:
+    """The configuration of the stack's redis-server, fed on stdin (`redis-server -`) so that the
+    password never appears in `ps`. The queue is kept in an append-only file under data_dir
+    (fsync policy `stack.redis_appendfsync`): a Redis that is killed and started again with the
+    same configuration still has every job that was queued."""
+    config = [f"port {port}", f"bind {HOST}", 'save ""', "appendonly yes",
+              f"appendfsync {settings.stack.redis_appendfsync}", f"dir {data_dir}",
+              "daemonize no"]
+    if password:
+        config.append(f"requirepass {password}")
+    return "\n".join(config) + "\n"
 
 
 def _redis_ping(port: int, password: str | None) -> str:

@@ -5,18 +5,31 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 
 import pytest
+from mlflow import MlflowClient
 from omegaconf import open_dict
 from redis import Redis
+from rq.job import JobStatus
 
 from serving.api.schemas import SPEC_PREDICT_BODY, SPEC_TRAIN_BODY
+from serving.jobs import describe_job, enqueue_training, fetch_job, training_queue
 from serving.keys import EnvKeyStore, hash_key, new_key_record
 from serving.ratelimit import InvalidRate, Rate, RateLimiter, parse_rate
 from serving.roles import Role
-from tests.api.support import FixedSupervisor, free_port, serving_settings, wait_for
+from serving.stack import redis_server_config
+from tests.api.support import (
+    TINY_PIPELINE,
+    FixedSupervisor,
+    child_env,
+    free_port,
+    serving_settings,
+    wait_for,
+)
+from valuation.config import load_config
 
 
 class RoleKeyStore(EnvKeyStore):
@@ -158,9 +171,18 @@ def own_redis(tmp_path):
     if binary is None:
         pytest.fail("redis-server is required (apt-get install redis-server)")
     port = free_port()
-    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-               "no", "--dir", str(tmp_path)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The stack's own configuration (append-only file in tmp_path): what survives a kill there
+    # survives it here.
+    config = redis_server_config(load_config(config_name="serving"), port, tmp_path)
+
+    def launch() -> subprocess.Popen:
+        process = subprocess.Popen([binary, "-"], stdin=subprocess.PIPE,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process.stdin.write(config.encode())
+        process.stdin.close()
+        return process
+
+    process = launch()
     connection = Redis(host="127.0.0.1", port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
 
     def answers() -> bool:
@@ -173,8 +195,7 @@ def own_redis(tmp_path):
     started = [process]
 
     def restart() -> None:
-        started.append(subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL))
+        started.append(launch())
         wait_for(answers, 20, "our redis-server to answer again")
 
     yield process, connection, restart
@@ -216,3 +237,42 @@ def test_redis_down_predictions_flow_training_is_503(
     statuses = [client.post("/predict", json=SPEC_PREDICT_BODY,
                             headers=keys.header("predict")).status_code for _ in range(25)]
     assert 429 in statuses
+
+
+@pytest.mark.slow
+def test_a_queued_job_survives_a_redis_kill_and_then_runs(own_redis, tmp_path) -> None:
+    process, connection, restart = own_redis
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(tracking_uri=tracking).search_experiments()  # the schema now, not in the job
+    settings = serving_settings(tmp_path, tracking)
+    overrides = " ".join(o for o in TINY_PIPELINE if not o.startswith("experiment_name="))
+    queued = enqueue_training(training_queue(connection, settings), model="", overrides=overrides,
+                              experiment_name="redis-kill", submitted_by="test", settings=settings)
+
+    process.kill()  # SIGKILL: no shutdown save, only what the append-only file already holds
+    process.wait(timeout=10)
+    restart()
+
+    job = fetch_job(connection, queued.id)
+    assert job is not None, "the queued job was lost with Redis"
+    assert job.get_status() == JobStatus.QUEUED
+    assert training_queue(connection, settings).job_ids == [queued.id]
+    assert job.kwargs == {"model": "", "overrides": overrides, "experiment_name": "redis-kill"}
+    assert job.meta["submitted_by"] == "test"
+
+    port = connection.connection_pool.connection_kwargs["port"]
+    env = child_env(REDIS_HOST="127.0.0.1", REDIS_PORT=str(port), TRAINING_QUEUE=settings.jobs.queue,
+                    MLFLOW_TRACKING_URI=tracking)
+    log_path = tmp_path / "worker.log"
+    with log_path.open("wb") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "serving.worker", "--burst"], cwd=tmp_path,
+                                  env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        assert worker.wait(timeout=900) == 0, log_path.read_text(errors="replace")[-3000:]
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(timeout=30)
+    status = describe_job(fetch_job(connection, queued.id))
+    assert status["status"] == "finished", status
+    assert status["version"] == "1", status
