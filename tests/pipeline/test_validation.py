@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from valuation.config import load_config
 from valuation.schema import EXAMPLE_ROW
-from valuation.validation import FieldError, RowValidationError, ValidationRules
+from valuation.validation import SMALL_FRAME_MAX_ROWS, FieldError, RowValidationError, ValidationRules
 
 GOOD_ROW = dict(EXAMPLE_ROW)
 
@@ -48,14 +49,38 @@ def test_zero_areas_are_accepted_as_unknown(rules: ValidationRules) -> None:
         ("n_rooms", True, "must be a number"),
     ],
 )
-def test_a_bad_value_names_its_row_and_field(rules, field, value, expected) -> None:
-    frame = pd.DataFrame([GOOD_ROW, GOOD_ROW, {**GOOD_ROW, field: value}])
+# Small frames are read as one object matrix, large ones column by column: both must judge alike.
+@pytest.mark.parametrize("n_rows", [3, SMALL_FRAME_MAX_ROWS + 24])
+def test_a_bad_value_names_its_row_and_field(rules, field, value, expected, n_rows) -> None:
+    bad_row = n_rows - 1
+    frame = pd.DataFrame([GOOD_ROW] * bad_row + [{**GOOD_ROW, field: value}])
     with pytest.raises(RowValidationError) as caught:
         rules.validate_frame(frame)
-    assert caught.value.errors[0].row == 2
+    assert len(caught.value.errors) == 1
+    assert caught.value.errors[0].row == bad_row
     assert caught.value.errors[0].field == field
     assert expected in caught.value.errors[0].message
-    assert f"row 2, field '{field}'" in str(caught.value)
+    assert f"row {bad_row}, field '{field}'" in str(caught.value)
+
+
+@pytest.mark.parametrize("n_rows", [1, SMALL_FRAME_MAX_ROWS + 24])
+def test_both_read_paths_give_the_same_columns(rules, n_rows) -> None:
+    rows = [{**GOOD_ROW, "n_rooms": i % 5 + 1, "sector": " Las Condes", "net_area": str(100 + i)}
+            for i in range(n_rows)]
+    frame = pd.DataFrame(rows).assign(price=1.0)  # an extra column is ignored
+    columns = rules.validate_frame(frame)
+    assert columns["n_rooms"].dtype == np.float64
+    assert columns["n_rooms"].tolist() == [float(i % 5 + 1) for i in range(n_rows)]
+    assert columns["net_area"].tolist() == [100.0 + i for i in range(n_rows)]
+    assert set(columns["sector"].tolist()) == {"las condes"}
+    assert set(columns) == set(GOOD_ROW)
+
+
+def test_a_feature_column_given_twice_is_refused(rules: ValidationRules) -> None:
+    frame = pd.DataFrame([list(GOOD_ROW.values()) + [3.0]], columns=[*GOOD_ROW, "n_rooms"])
+    with pytest.raises(RowValidationError) as caught:
+        rules.validate_frame(frame)
+    assert caught.value.errors == [FieldError(None, "n_rooms", "column appears more than once")]
 
 
 def test_every_error_of_every_bad_row_is_reported(rules: ValidationRules) -> None:
