@@ -17,6 +17,7 @@ at startup if it is absent (so revoking it only lasts while `API_KEY` is unset).
 from __future__ import annotations
 
 import builtins
+import enum
 import hashlib
 import hmac
 import re
@@ -92,11 +93,21 @@ class KeyRecord:
         )
 
 
+class NotCached(enum.Enum):
+    NOT_CACHED = "not cached"
+
+
+NOT_CACHED = NotCached.NOT_CACHED
+
+
 @runtime_checkable
 class ApiKeyStore(Protocol):
     backend: str
 
     def verify(self, api_key: str) -> KeyRecord | None: ...
+    # Like verify, from memory only, never waiting on I/O (safe on the event loop); NOT_CACHED
+    # when the answer needs the backend, and then the caller runs `verify` in a thread.
+    def verify_cached(self, api_key: str) -> KeyRecord | None | NotCached: ...
     def create(self, owner: str, role: str) -> tuple[str, KeyRecord]: ...
     def list(self) -> builtins.list[KeyRecord]: ...
     def revoke(self, key_id: str) -> bool: ...
@@ -186,6 +197,9 @@ class EnvKeyStore:
 
     def verify(self, api_key: str) -> KeyRecord | None:
         return match_key(api_key, self._table) if api_key else None
+
+    def verify_cached(self, api_key: str) -> KeyRecord | None:
+        return self.verify(api_key)
 
     def create(self, owner: str, role: str) -> tuple[str, KeyRecord]:
         raise KeyStoreReadOnly(self._needs_vault("create"))
@@ -279,6 +293,12 @@ class VaultKeyStore:
         if not api_key:
             return None
         return match_key(api_key, self._current_table())
+
+    def verify_cached(self, api_key: str) -> KeyRecord | None | NotCached:
+        if not api_key:
+            return None
+        table = self._usable_cached_table()
+        return NOT_CACHED if table is None else match_key(api_key, table)
 
     def create(self, owner: str, role: str) -> tuple[str, KeyRecord]:
         parsed_role = parse_role(role)
@@ -378,6 +398,12 @@ class VaultKeyStore:
         return self._remember(document)
 
     def _current_table(self) -> dict[str, KeyRecord]:
+        table = self._usable_cached_table()
+        return table if table is not None else self._refresh_blocking()
+
+    def _usable_cached_table(self) -> dict[str, KeyRecord] | None:
+        """The cached table while within its TTL (refreshed in the background once it is older
+        than refresh_s), else None: only Vault can answer now."""
         with self._lock:
             table, age = self._table, self._age()
         if table is not None and age < self._refresh_s:
@@ -385,7 +411,7 @@ class VaultKeyStore:
         if table is not None and age < self._cache_ttl_s:
             self._refresh_in_background()
             return table
-        return self._refresh_blocking()
+        return None
 
     def _refresh_blocking(self) -> dict[str, KeyRecord]:
         # One caller at a time asks Vault; the others reuse its answer (or its failure, for a

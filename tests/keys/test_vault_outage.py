@@ -12,7 +12,7 @@ import time
 import pytest
 from omegaconf import OmegaConf
 
-from serving.keys import KeyStoreUnavailable, VaultKeyStore
+from serving.keys import NOT_CACHED, KeyStoreUnavailable, VaultKeyStore
 from serving.vault import VaultCredentials, VaultSession
 from serving.vault_init import bootstrap
 from tests.helpers.bao import start_bao, vault_settings
@@ -57,6 +57,7 @@ def test_outage_serves_cache_until_ttl_then_fails_closed_then_recovers(tmp_path)
             store.refresh()  # Vault is really gone
 
         clock.advance(1.0)  # stale (past refresh_s) but within the TTL: the cache answers
+        assert store.verify_cached(key) == record  # what the API's event loop asks first
         assert store.verify(key) == record
         assert store.verify("boot-key").role == "admin"
         assert store.verify("not-a-key") is None
@@ -65,6 +66,7 @@ def test_outage_serves_cache_until_ttl_then_fails_closed_then_recovers(tmp_path)
         refresher.join(timeout=5)
 
         clock.advance(1.5)  # 2.5 s after the last good read: past the TTL
+        assert store.verify_cached(key) is NOT_CACHED  # the API then asks verify, in a thread
         with pytest.raises(KeyStoreUnavailable, match="Vault at .* unavailable"):
             store.verify(key)
         with pytest.raises(KeyStoreUnavailable):
