@@ -1,18 +1,24 @@
-"""Fixtures for the model-server supervisor and stack tests: a registry with two real versions."""
+"""Fixtures for the model-server supervisor and stack tests: a registry with two real versions,
+and the real `python -m serving.stack` topology (the `stack` fixture, one per test module)."""
 
 from __future__ import annotations
 
 import os
+import secrets
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from omegaconf import DictConfig
 
+from tests.conftest import free_port
 from valuation.config import PROJECT_ROOT, load_config
 
 MODEL_NAME = "property_friends_best_model"
@@ -110,3 +116,117 @@ def supervisor_factory(tmp_path: Path) -> Iterator:
     yield make
     for supervisor in made:
         supervisor.stop()
+
+
+# --- the whole stack, as `make stack` runs it ---------------------------------------------------
+STACK_UP_TIMEOUT_S = 420
+TRAINING_TIMEOUT_S = 900
+SERVED_TIMEOUT_S = 240  # the watcher notices within seconds; a model server starts in ~10-30 s
+# Inherited settings that would point the stack at someone else's services or limits.
+FOREIGN_ENV_PREFIXES = ("VAULT_", "MLFLOW_", "REDIS_", "STACK_", "MODEL_SERVER_", "RATE_LIMIT_",
+                        "AUDIT_")
+
+
+@dataclass
+class RunningStack:
+    process: subprocess.Popen
+    url: str
+    api_key: str  # the admin key the stack seeds (API_KEY)
+    state_dir: Path
+    output: Path
+    env: dict[str, str]  # what the stack was started with, for CLIs run against it
+
+    def headers(self, key: str | None = None) -> dict[str, str]:
+        return {"X-API-Key": key if key is not None else self.api_key}
+
+    def text(self) -> str:
+        """What the stack printed so far."""
+        return self.output.read_text(errors="replace") if self.output.exists() else ""
+
+    def stop(self) -> int | None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # what Ctrl-C does
+            try:
+                self.process.wait(timeout=180)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        return self.process.returncode
+
+
+@pytest.fixture(scope="module")
+def stack_env() -> dict[str, str]:
+    """Extra environment for the module's stack (e.g. RATE_LIMIT_PER_KEY); override per module."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, stack_env: dict[str, str]) -> Iterator[RunningStack]:
+    """`python -m serving.stack` on free ports and a throwaway store, its own Redis (with a
+    password) and audit trail; stopped with Ctrl-C's signal at the end of the module."""
+    root = tmp_path_factory.mktemp("stack")
+    ports = {name: free_port() for name in ("mlflow", "proxy", "redis", "vault", "models")}
+    api_key = secrets.token_urlsafe(24)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_ENV_PREFIXES)},
+        "API_KEY": api_key,
+        "REDIS_PASSWORD": secrets.token_urlsafe(16),  # its own redis-server, password required
+        "TRAINING_QUEUE": f"e2e-{ports['proxy']}",
+        "MODEL_SERVER_WATCH_INTERVAL_S": "1",
+        "STACK_READY_TIMEOUT_S": "300",
+        "AUDIT_LOG_PATH": str(root / "audit" / "audit.jsonl"),  # not the checkout's .audit/
+        **stack_env,
+    }
+    output = root / "stack.out"
+    with output.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "serving.stack",
+             "--state-dir", str(root / "state"),
+             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+             "--mlflow-port", str(ports["mlflow"]), "--proxy-port", str(ports["proxy"]),
+             "--redis-port", str(ports["redis"]), "--vault-port", str(ports["vault"]),
+             "--model-server-port", str(ports["models"])],
+            cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    running = RunningStack(process, f"http://127.0.0.1:{ports['proxy']}", api_key,
+                           root / "state", output, env)
+    deadline = time.monotonic() + STACK_UP_TIMEOUT_S
+    while "The stack is up" not in running.text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            running.stop()
+            pytest.fail(f"the stack did not come up:\n{running.text()[-6000:]}")
+        time.sleep(1)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def client(stack: RunningStack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.url, timeout=60, trust_env=False) as http:
+        yield http
+
+
+def wait_for_job(client: httpx.Client, headers: dict[str, str], job_id: str) -> dict:
+    """Poll /job_status until the job ends; its last status."""
+    deadline = time.monotonic() + TRAINING_TIMEOUT_S
+    while True:
+        status = client.get(f"/job_status/{job_id}", headers=headers)
+        assert status.status_code == 200, status.text
+        job = status.json()
+        if job["status"] in ("finished", "failed", "stopped", "canceled"):
+            return job
+        assert time.monotonic() < deadline, f"training still {job['status']}: {job}"
+        time.sleep(3)
+
+
+def wait_for_prediction(client: httpx.Client, headers: dict[str, str], body: dict) -> httpx.Response:
+    """Post `body` to /predict until the champion is served (only 503 meanwhile, never a 500)."""
+    deadline = time.monotonic() + SERVED_TIMEOUT_S
+    while True:
+        answer = client.post("/predict", json=body, headers=headers)
+        if answer.status_code == 200:
+            return answer
+        assert answer.status_code == 503, answer.text  # "not served yet"
+        assert time.monotonic() < deadline, f"champion not served: {answer.text}"
+        time.sleep(2)

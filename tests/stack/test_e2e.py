@@ -7,27 +7,14 @@ share one stack; the last one stops it and checks that nothing outlives it."""
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import free_port
-from valuation.config import PROJECT_ROOT
+from tests.stack.conftest import RunningStack, wait_for_job, wait_for_prediction
 
 pytestmark = pytest.mark.slow
-
-STACK_UP_TIMEOUT_S = 420
-TRAINING_TIMEOUT_S = 900
-SERVED_TIMEOUT_S = 240  # the watcher notices within seconds; a model server starts in ~10-30 s
 
 # --- the specification's request bodies (Usage, steps 2, 4 and 5) ---------------------------
 TRAIN_BODY = {
@@ -80,78 +67,8 @@ PREDICT_BODY = {
 }
 
 
-@dataclass
-class RunningStack:
-    process: subprocess.Popen
-    url: str
-    api_key: str
-    state_dir: Path
-    output: Path
-
-    def headers(self, key: str | None = None) -> dict[str, str]:
-        return {"X-API-Key": key if key is not None else self.api_key}
-
-    def stop(self) -> int | None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)  # what Ctrl-C does
-            try:
-                self.process.wait(timeout=180)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        return self.process.returncode
-
-
-def _output(path: Path) -> str:
-    return path.read_text(errors="replace") if path.exists() else ""
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    root = tmp_path_factory.mktemp("stack")
-    ports = {name: free_port() for name in ("mlflow", "proxy", "redis", "vault", "models")}
-    api_key = secrets.token_urlsafe(24)
-    env = {
-        **{k: v for k, v in os.environ.items()
-           if not k.startswith(("VAULT_", "MLFLOW_", "REDIS_", "STACK_", "MODEL_SERVER_"))},
-        "API_KEY": api_key,
-        "REDIS_PASSWORD": secrets.token_urlsafe(16),  # its own redis-server, password required
-        "TRAINING_QUEUE": f"e2e-{ports['proxy']}",
-        "MODEL_SERVER_WATCH_INTERVAL_S": "1",
-        "STACK_READY_TIMEOUT_S": "300",
-    }
-    output = root / "stack.out"
-    with output.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "serving.stack",
-             "--state-dir", str(root / "state"),
-             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-             "--mlflow-port", str(ports["mlflow"]), "--proxy-port", str(ports["proxy"]),
-             "--redis-port", str(ports["redis"]), "--vault-port", str(ports["vault"]),
-             "--model-server-port", str(ports["models"])],
-            cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    running = RunningStack(process, f"http://127.0.0.1:{ports['proxy']}", api_key,
-                           root / "state", output)
-    deadline = time.monotonic() + STACK_UP_TIMEOUT_S
-    while "The stack is up" not in _output(output):
-        if process.poll() is not None or time.monotonic() > deadline:
-            running.stop()
-            pytest.fail(f"the stack did not come up:\n{_output(output)[-6000:]}")
-        time.sleep(1)
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def client(stack: RunningStack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.url, timeout=60, trust_env=False) as http:
-        yield http
-
-
 def test_stack_reports_where_everything_listens(stack: RunningStack):
-    text = _output(stack.output)
+    text = stack.text()
     for part in ("mlflow", "redis", "vault", "worker", "proxy"):
         assert f"{part}: ready" in text, part
     state = json.loads((stack.state_dir / "stack.json").read_text())
@@ -172,15 +89,7 @@ def test_spec_usage_sequence(stack: RunningStack, client: httpx.Client):
     job_id = answer.json()["job_id"]
 
     # 3. Job status until it ends
-    deadline = time.monotonic() + TRAINING_TIMEOUT_S
-    while True:
-        status = client.get(f"/job_status/{job_id}", headers=stack.headers())
-        assert status.status_code == 200, status.text
-        job = status.json()
-        if job["status"] in ("finished", "failed", "stopped", "canceled"):
-            break
-        assert time.monotonic() < deadline, f"training still {job['status']}: {job}"
-        time.sleep(3)
+    job = wait_for_job(client, stack.headers(), job_id)
     assert job["status"] == "finished", job
     assert job["run_id"] and job["metrics"]["test_mse"] > 0
 
@@ -191,15 +100,7 @@ def test_spec_usage_sequence(stack: RunningStack, client: httpx.Client):
     assert best["model_name"] == "property_friends_best_model" and best["alias"] == "champion"
 
     # 5. Predict: once the supervisor serves the new champion, a price comes back
-    deadline = time.monotonic() + SERVED_TIMEOUT_S
-    while True:
-        answer = client.post("/predict", json=PREDICT_BODY, headers=stack.headers())
-        if answer.status_code == 200:
-            break
-        assert answer.status_code == 503, answer.text  # "not served yet", never a 500
-        assert time.monotonic() < deadline, f"champion not served: {answer.text}"
-        time.sleep(2)
-    prediction = answer.json()
+    prediction = wait_for_prediction(client, stack.headers(), PREDICT_BODY).json()
     assert prediction["model_version"] == best["version"]
     [price] = prediction["predictions"]
     assert price > 0
@@ -248,8 +149,8 @@ def test_stack_stops_cleanly_without_orphans(stack: RunningStack):
     assert model_server_pids, "a model server should be running before the stop"
     part_pids = [part["pid"] for part in state["parts"].values()]
 
-    assert stack.stop() == 0, _output(stack.output)[-3000:]
-    assert "[stack] stopped" in _output(stack.output)
+    assert stack.stop() == 0, stack.text()[-3000:]
+    assert "[stack] stopped" in stack.text()
     survivors = [pid for pid in part_pids + model_server_pids if _alive(pid)]
     assert survivors == [], f"still running after the stack stopped: {survivors}"
     assert list((stack.state_dir / "model-servers").glob("model-server-*.pid")) == []
