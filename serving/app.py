@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-import httpx
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from omegaconf import DictConfig
@@ -29,6 +28,7 @@ from serving.api.observability import ProxyMetrics, RequestContextMiddleware
 from serving.logging import configure_logging, get_logger
 from serving.ratelimit import RateLimiter
 from serving.settings import get_settings
+from serving.upstream import ModelServerClient
 
 log = get_logger("serving.app")
 
@@ -69,7 +69,7 @@ def create_app(
             app.state.rate_limiter = RateLimiter.from_settings(settings, app.state.redis)
             app.state.audit = audit_log or _open_audit_log(settings, stack)
             app.state.supervisor = supervisor or await _start_supervisor(settings, stack)
-            app.state.http = await stack.enter_async_context(_model_server_client(settings))
+            app.state.http = await stack.enter_async_context(ModelServerClient(settings))
             log.info("proxy_started", model=settings.registry.model_name,
                      queue=settings.jobs.queue, key_store=getattr(app.state.key_store,
                                                                   "backend", "custom"))
@@ -144,22 +144,6 @@ async def _start_supervisor(settings: DictConfig, stack: AsyncExitStack) -> Any:
     await run_in_threadpool(supervisor.start)
     stack.callback(supervisor.stop)
     return supervisor
-
-
-def _model_server_client(settings: DictConfig) -> httpx.AsyncClient:
-    """One pooled keep-alive client for every forwarded prediction."""
-    proxy = settings.proxy
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(
-            float(settings.model_server.request_timeout_s),
-            connect=float(proxy.upstream_connect_timeout_s),
-        ),
-        limits=httpx.Limits(
-            max_connections=int(proxy.upstream_max_connections),
-            max_keepalive_connections=int(proxy.upstream_max_keepalive),
-        ),
-        trust_env=False,  # never route loopback model-server traffic through an HTTP proxy
-    )
 
 
 app = create_app()

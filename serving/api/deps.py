@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 from fastapi import Request
 from omegaconf import DictConfig
 from redis import Redis
 
 from serving.api.observability import ProxyMetrics
+from serving.upstream import ModelServerClient
 from valuation.config import tracking_uri as default_tracking_uri
 
 
@@ -21,7 +21,7 @@ def supervisor(request: Request) -> Any:
     return request.app.state.supervisor
 
 
-def http_client(request: Request) -> httpx.AsyncClient:
+def http_client(request: Request) -> ModelServerClient:
     return request.app.state.http
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -13,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from serving.api import deps
 from serving.api.schemas import ErrorResponse, HealthResponse, ReadyResponse
 from serving.logging import get_logger
+from serving.upstream import UpstreamTimeout, UpstreamUnavailable
 
 router = APIRouter(tags=["health"])
 log = get_logger("serving.api.health")
@@ -70,9 +70,9 @@ async def _model_server_check(request: Request, timeout: float) -> dict[str, Any
     if status.get("state") != "serving" or served is None:
         return check
     try:
-        answer = await deps.http_client(request).get(f"{served.base_url}/ping", timeout=timeout)
-    except httpx.HTTPError as error:
-        check["detail"] = f"model server at {served.base_url} does not answer: {error!r}"
+        answer = await deps.http_client(request).get(f"{served.base_url}/ping", timeout_s=timeout)
+    except (UpstreamTimeout, UpstreamUnavailable) as error:
+        check["detail"] = f"model server at {served.base_url} does not answer: {error}"
         return check
     check["ok"] = answer.status_code == 200
     if not check["ok"]:

@@ -12,7 +12,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -26,6 +25,7 @@ from serving.api.schemas import ErrorResponse, PredictRequest, PredictResponse
 from serving.keys import KeyRecord
 from serving.logging import get_logger
 from serving.roles import Capability
+from serving.upstream import UpstreamAnswer, UpstreamTimeout, UpstreamUnavailable
 from valuation.schema import FEATURES
 from valuation.validation import ValidationRules
 
@@ -190,13 +190,11 @@ async def _invoke(request: Request, served: Any, features: Sequence[dict[str, An
     )
     url = f"{served.base_url}/invocations"
     try:
-        answer = await deps.http_client(request).post(
-            url, content=payload, headers={"Content-Type": "application/json"}
-        )
-    except httpx.TimeoutException:
+        answer = await deps.http_client(request).post_json(url, payload)
+    except UpstreamTimeout:
         _count(request, served.version, "timeout")
         raise api_error(504, f"model version {served.version} did not answer in time") from None
-    except httpx.TransportError as error:
+    except UpstreamUnavailable as error:
         _count(request, served.version, "unavailable")
         log.error("model_server_unreachable", url=url, error=repr(error))
         raise api_error(503, f"model version {served.version} is unreachable; retry shortly") from None
@@ -212,7 +210,7 @@ async def _invoke(request: Request, served: Any, features: Sequence[dict[str, An
     return _predictions(answer, len(features), served.version)
 
 
-def _upstream_message(answer: httpx.Response) -> str:
+def _upstream_message(answer: UpstreamAnswer) -> str:
     try:
         body = orjson.loads(answer.content)
     except orjson.JSONDecodeError:
@@ -222,7 +220,7 @@ def _upstream_message(answer: httpx.Response) -> str:
     return str(body)[:1000]
 
 
-def _predictions(answer: httpx.Response, expected: int, version: str) -> list[float]:
+def _predictions(answer: UpstreamAnswer, expected: int, version: str) -> list[float]:
     try:
         body = orjson.loads(answer.content)
         values = body["predictions"] if isinstance(body, dict) else body
