@@ -29,15 +29,19 @@ TARGET_NAMES = {"anchor": "anchor (sklearn Pipeline, `mlflow models serve`)",
 
 def build_report(directory: Path) -> Path:
     """Read every part's results in `directory`, draw the plots, write the markdown; its path."""
+    from bench import report_hardening as hardening  # it builds on this module's helpers
+
     directory = Path(directory)
     parts = {name: read_result(directory, name)
-             for name in ("serving", "batches", "pyfunc_latency", "training")}
-    plots = draw_plots(directory, parts)
+             for name in ("serving", "soak", "faults", "batches", "pyfunc_latency", "training")}
+    plots = {**draw_plots(directory, parts), **hardening.draw_soak_plot(directory, parts["soak"])}
     sections = [
         _header(parts),
         _targets(parts),
         _serving(parts["serving"], plots),
         _memory(parts["serving"], plots),
+        hardening.soak_section(parts["soak"], plots),
+        hardening.faults_section(parts["faults"]),
         _profiles(directory),
         _pyfunc(parts["pyfunc_latency"]),
         _batches(parts["batches"], plots),
@@ -119,6 +123,8 @@ def _header(parts: dict[str, Any]) -> str:
 
 
 def _targets(parts: dict[str, Any]) -> str:
+    from bench.report_hardening import target_rows
+
     rows = []
     serving = parts["serving"]
     if serving:
@@ -140,6 +146,7 @@ def _targets(parts: dict[str, Any]) -> str:
     if pyfunc:
         rows.append(["single-row `pyfunc.predict` ≥ 5× faster than a plain sklearn `Pipeline.predict`",
                      f"{format_cell(pyfunc['speedup_pipeline_over_pyfunc_p50'])}×", pyfunc["target_met"]])
+    rows += target_rows(parts.get("soak"), parts.get("faults"))
     if not rows:
         return "## Targets\n\n_No results yet: run `make bench`._"
     return "## Targets\n\n" + table(["target", "measured", "met"], rows)
@@ -330,7 +337,8 @@ def _reproduce() -> str:
         "apt-get install wrk            # the load generator (brew install wrk on macOS)",
         "make install",
         "make bench                     # everything, on ../shared/data/property-friends (REAL_DATA=dir)",
-        "python -m bench.serving        # or one part: serving | batches | training | pyfunc_latency",
+        "python -m bench.serving        # or one part: serving | soak | faults | batches | training | ...",
+        "python -m bench.soak --soak-s 600   # a longer soak (80 % of the throughput in serving.json)",
         "python -m bench.run --quick    # a smoke run of every part (results in bench/results/quick/)",
         "python -m bench.report         # rewrite this report from the JSON results",
         "```",

@@ -44,6 +44,18 @@ def tree_rss_mb(pid: int) -> float:
     return total / MB
 
 
+def stack_rss_probes(proxy_pid: int | None, model_server_pid: int | None) -> dict[str, Callable[[], float]]:
+    """RssSampler probes for a stack: the proxy process and the model server's whole process tree
+    (its uvicorn workers); a pid left out (None) is not sampled."""
+    probes: dict[str, Callable[[], float]] = {}
+    if proxy_pid is not None:
+        probes["proxy_mb"] = lambda: psutil.Process(proxy_pid).memory_info().rss / MB
+    if model_server_pid is not None:
+        probes["model_server_mb"] = lambda: sum(p.memory_info().rss
+                                                for p in process_tree(model_server_pid)) / MB
+    return probes
+
+
 def listening_ports(pid: int) -> list[int]:
     """TCP ports on which `pid` or a descendant listens (finds the model servers a stack started)."""
     ports: set[int] = set()

@@ -1,6 +1,6 @@
 """`make bench`: every benchmark in order, then the report.
 
-    python -m bench.run --data-dir DIR [--quick] [--only serving,batches] [--results-dir DIR]
+    python -m bench.run --data-dir DIR [--quick] [--only serving,batches] [--results-dir DIR] [--soak-s S]
 
 Each part runs as its own process (`python -m bench.<part>`, also runnable alone) so one part's
 memory or failure does not skew the next; a failed part is reported and the others still run.
@@ -19,7 +19,7 @@ from types import FrameType
 from bench.common import PROJECT_ROOT, BenchError, parser, progress, results_dir
 from bench.loadgen import require_wrk
 
-PARTS = ("pyfunc_latency", "serving", "profile_serving", "batches", "training", "quality")
+PARTS = ("pyfunc_latency", "serving", "soak", "faults", "profile_serving", "batches", "training", "quality")
 QUALITY_MODULE = PROJECT_ROOT / "bench" / "quality.py"  # bench/quality.py belongs to the modelling side
 
 
@@ -32,6 +32,8 @@ def part_command(part: str, args) -> list[str]:
         command.append("--quick")
     if args.synthetic:
         command += ["--synthetic", str(args.synthetic)]
+    if part == "soak" and args.soak_s:
+        command += ["--soak-s", str(args.soak_s)]
     return command
 
 
@@ -59,12 +61,14 @@ def run_part(command: list[str]) -> int:
 def main() -> None:
     cli = parser(__doc__.split("\n\n")[0])
     cli.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(PARTS)}")
+    cli.add_argument("--soak-s", type=float, default=None,
+                     help="seconds of the soak part's measured load (default 300; --quick 30)")
     args = cli.parse_args()
     chosen = [p.strip() for p in args.only.split(",") if p.strip()] or list(PARTS)
     unknown = sorted(set(chosen) - set(PARTS))
     if unknown:
         cli.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
-    if {"serving", "profile_serving", "batches"} & set(chosen):
+    if {"serving", "soak", "profile_serving", "batches"} & set(chosen):
         try:
             require_wrk()
         except BenchError as error:

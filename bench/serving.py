@@ -50,7 +50,7 @@ from bench.loadgen import (
 )
 from bench.processes import ProcessGroup, sigterm_as_interrupt, wait_until_ready
 from bench.project_model import tracking_store, train_project_model
-from bench.resources import RssSampler, process_tree
+from bench.resources import RssSampler, process_tree, stack_rss_probes
 from bench.stack_runner import RunningStack, start_stack
 
 RESULT_NAME = "serving"
@@ -128,15 +128,9 @@ def check_answers(target: Target, body: str, expected_rows: int = 1) -> None:
 
 def memory_run(proxy: Target, proxy_pid: int, model_server_pid: int, plan: ServingPlan) -> dict[str, Any]:
     """RSS of the proxy process and of the model server's process tree while the proxy is loaded."""
-    def proxy_rss() -> float:
-        return psutil.Process(proxy_pid).memory_info().rss / 2**20
-
-    def model_rss() -> float:
-        return sum(p.memory_info().rss for p in process_tree(model_server_pid)) / 2**20
-
     progress(f"memory run: {plan.memory_s:.0f} s at c={plan.memory_concurrency} through the proxy, "
              f"RSS every {plan.memory_interval_s:.0f} s")
-    with RssSampler({"proxy_mb": proxy_rss, "model_server_mb": model_rss}, plan.memory_interval_s) as sampler:
+    with RssSampler(stack_rss_probes(proxy_pid, model_server_pid), plan.memory_interval_s) as sampler:
         load = run_wrk(proxy.url, proxy.bodies, plan.memory_concurrency, plan.memory_s, api_key=proxy.api_key)
     samples = sampler.samples
     out: dict[str, Any] = {"duration_s": plan.memory_s, "concurrency": plan.memory_concurrency,

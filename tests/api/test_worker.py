@@ -205,7 +205,7 @@ KILL_REASONS = {
 @pytest.mark.slow
 @pytest.mark.parametrize("victim", sorted(KILL_REASONS))
 def test_a_killed_worker_fails_its_job_and_registers_nothing(
-    victim, client, auth, start_worker, tracking_store, redis_conn
+    victim, client, auth, start_worker, tracking_store, redis_conn, record_property
 ) -> None:
     body = {"experiment_config": {"experiment_name": f"worker-kill-{victim}"},
             "db_config": {"db_type": "sample", "db_config": {"n_train": 20000, "n_test": 5000}}}
@@ -232,6 +232,9 @@ def test_a_killed_worker_fails_its_job_and_registers_nothing(
                           and answer, 120, "the job to leave 'started'", 0.5)
         assert status["status"] == "failed", status
         assert KILL_REASONS[victim] in status["error"], status["error"]
+        # The reason the job reports, for the hardening report (bench.faults reads the junit file).
+        record_property("job_error", next(line.strip() for line in status["error"].splitlines()
+                                          if KILL_REASONS[victim] in line)[:200])
         assert status["run_id"] == run_id
         # The orphaned `mlflow run` is stopped, its MLflow run ended, and nothing registered.
         wait_for(lambda: _processes_of_run(run_id) == [], 60, "the run's processes to be killed")

@@ -38,6 +38,7 @@ class Load:
     url: str
     headers: dict[str, str]
     statuses: list[int] = field(default_factory=list)
+    answered_at: list[float] = field(default_factory=list)  # time.monotonic() of each status
     errors: list[str] = field(default_factory=list)  # timeouts, resets: anything but an answer
     bodies_503: list[dict] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -55,6 +56,7 @@ class Load:
                 else:
                     with self.lock:
                         self.statuses.append(answer.status_code)
+                        self.answered_at.append(time.monotonic())
                         if answer.status_code == 503:
                             self.bodies_503.append(answer.json())
                 time.sleep(PAUSE_S)
@@ -103,7 +105,7 @@ def proxy(trained_registry, tmp_path: Path) -> Iterator[tuple[str, dict[str, str
 
 
 @pytest.mark.slow
-def test_killed_model_server_under_load_gives_only_503_then_recovers(proxy) -> None:
+def test_killed_model_server_under_load_gives_only_503_then_recovers(proxy, record_property) -> None:
     url, headers, supervisor = proxy
     load = Load(url, headers)
     pumps = [threading.Thread(target=load.pump, daemon=True) for _ in range(CLIENTS)]
@@ -113,6 +115,7 @@ def test_killed_model_server_under_load_gives_only_503_then_recovers(proxy) -> N
         wait_for(lambda: load.count(200) >= 20, 60, "predictions to flow")
         [server] = supervisor.status()["servers"]
         killed_at = load.seen()
+        killed_clock = time.monotonic()
         os.killpg(server["pid"], signal.SIGKILL)  # the model server dies, uvicorn child and all
 
         wait_for(lambda: load.count(503, since=killed_at) >= 1, 60, "503s during the gap")
@@ -134,6 +137,10 @@ def test_killed_model_server_under_load_gives_only_503_then_recovers(proxy) -> N
     assert load.count(200, since=last_503) >= 20
     [restarted] = supervisor.status()["servers"]
     assert restarted["pid"] != server["pid"]
-    # The figures for the hardening report (shown with `pytest -s`).
+    # The figures for the hardening report (shown with `pytest -s`; in the junit file for bench.faults).
     print(f"\nmodel server killed under load: {load.count(200)} x 200, {load.count(503)} x 503, "
           f"{len(load.errors)} client errors, {CLIENTS} clients")
+    for name, value in (("answers_200", load.count(200)), ("answers_503", load.count(503)),
+                        ("client_errors", len(load.errors)), ("clients", CLIENTS),
+                        ("kill_to_recovery_s", round(load.answered_at[last_503 + 1] - killed_clock, 1))):
+        record_property(name, value)
