@@ -88,21 +88,6 @@ def single_thread_variant(pipeline: Any) -> dict[str, Callable[[pd.DataFrame], A
     return {"sklearn_pipeline_predict_1_thread": single.predict}
 
 
-def single_thread_booster_variant(model_uri: str) -> dict[str, Callable[[pd.DataFrame], Any]]:
-    """A second copy of the pyfunc whose LightGBM Booster predicts on one thread (`num_threads=1`):
-    the proposed fast path, measured beside the shipped one. Empty for other estimators."""
-    import functools
-
-    import mlflow
-
-    pyfunc = mlflow.pyfunc.load_model(model_uri)
-    booster = pyfunc.unwrap_python_model().fitted.estimator
-    if not hasattr(booster, "num_trees"):  # not a lightgbm.Booster
-        return {}
-    booster.predict = functools.partial(booster.predict, num_threads=1)
-    return {"pyfunc_predict_booster_1_thread": pyfunc.predict}
-
-
 def profile_pyfunc(pyfunc: Any, frames: list[pd.DataFrame], path: Path) -> str:
     """A pyinstrument profile of `pyfunc.predict` over `frames`, written to `path` (code paths only)."""
     from pyinstrument import Profiler
@@ -142,7 +127,6 @@ def run(args: Any) -> dict[str, Any]:
             "pyfunc_predict": pyfunc.predict,
             "sklearn_pipeline_predict": pipeline.predict,
             **single_thread_variant(pipeline),
-            **single_thread_booster_variant(result.model_uri),
             "python_model_predict": lambda df: inner.predict(None, df),
             "validation_only": inner.rules.validate_frame,
             "features_and_estimator": lambda df: inner.fitted.predict_columns(inner.rules.validate_frame(df)),
@@ -169,10 +153,6 @@ def run(args: Any) -> dict[str, Any]:
         "speedup_pipeline_over_pyfunc_p95": ratio(summary["sklearn_pipeline_predict"]["p95_ms"],
                                                   summary["pyfunc_predict"]["p95_ms"]),
         "mlflow_wrapper_ms_p50": pyfunc_p50 - summary["python_model_predict"]["p50_ms"],
-        "speedup_pipeline_over_proposed_p50": ratio(
-            summary["sklearn_pipeline_predict"]["p50_ms"],
-            summary.get("pyfunc_predict_booster_1_thread", {}).get("p50_ms"),
-        ),
         "target_speedup": TARGET_SPEEDUP,
         "target_met": bool(speedup is not None and speedup >= TARGET_SPEEDUP),
         "profile_file": PROFILE_FILE,

@@ -222,7 +222,6 @@ def _pyfunc(result: dict[str, Any] | None) -> str:
         return f"{title}\n\n{_missing('python -m bench.pyfunc_latency')}"
     names = {
         "pyfunc_predict": "(a) `mlflow.pyfunc.load_model(...).predict(df)`",
-        "pyfunc_predict_booster_1_thread": "(a′) proposed: (a) with the Booster predicting on 1 thread",
         "sklearn_pipeline_predict": "(b) plain `Pipeline.predict(df)` (OrdinalEncoder + same estimator)",
         "sklearn_pipeline_predict_1_thread": "(b′) the same Pipeline, `n_jobs=1` (not the config)",
         "python_model_predict": "(c) `unwrap_python_model().predict(None, df)`",
@@ -242,9 +241,7 @@ def _pyfunc(result: dict[str, Any] | None) -> str:
         table(["variant", "p50 ms", "p95 ms", "p99 ms"], rows), "",
         f"Pipeline p50 / pyfunc p50 = **{format_cell(result['speedup_pipeline_over_pyfunc_p50'])}×** "
         f"(target {result['target_speedup']:.0f}×: {'met' if result['target_met'] else 'not met'})"
-        + (f"; with the proposed single-thread Booster (a′): "
-           f"**{format_cell(result['speedup_pipeline_over_proposed_p50'])}×**."
-           if result.get("speedup_pipeline_over_proposed_p50") else "."),
+        + ".",
     ])
 
 
