@@ -36,11 +36,10 @@ from bench.common import (
     start_stamp,
     write_result,
 )
-from bench.loadgen import PROXY_FORMAT, SPLIT_FORMAT, request_body
+from bench.loadgen import INPUTS_FORMAT, PROXY_FORMAT, request_body
 from bench.processes import ProcessGroup, sigterm_as_interrupt
 from bench.project_model import tracking_store, train_project_model
 from bench.stack_runner import start_stack
-from valuation.schema import FEATURES
 
 RESULT_NAME = "batches"
 TARGET_SHARE_AT_1000 = 0.5  # proxy rows/s at 1,000 rows >= half of in-process pyfunc.predict
@@ -104,13 +103,13 @@ def _check(answer: httpx.Response, url: str, expected_rows: int) -> None:
         raise BenchError(f"{url}: expected {expected_rows} predictions")
 
 
-def time_in_process(pyfunc: Any, frames: Sequence[pd.DataFrame], warmup: int) -> list[float]:
-    for frame in frames[:warmup]:
-        pyfunc.predict(frame)
+def time_in_process(pyfunc: Any, batches: Sequence[list[dict[str, Any]]], warmup: int) -> list[float]:
+    for batch in batches[:warmup]:
+        pyfunc.predict(batch)
     seconds = []
-    for frame in frames[warmup:]:
+    for batch in batches[warmup:]:
         started = time.perf_counter()
-        pyfunc.predict(frame)
+        pyfunc.predict(batch)
         seconds.append(time.perf_counter() - started)
     return seconds
 
@@ -144,23 +143,23 @@ def run(args: Any) -> dict[str, Any]:
         model_name = load_config([]).registry.model_name
         stack = start_stack(group, tmp, tracking_uri)
         proxy_headers = {"Content-Type": "application/json", "X-API-Key": stack.api_key}
-        split_headers = {"Content-Type": "application/json"}
+        json_headers = {"Content-Type": "application/json"}
         with httpx.Client(timeout=120.0) as client:
             for size in plan.sizes:
                 batches = windows(records, size, plan.requests[size] + plan.warmup)
                 proxy_bodies = [orjson.dumps(request_body(b, PROXY_FORMAT, model_name)) for b in batches]
-                split_bodies = [orjson.dumps(request_body(b, SPLIT_FORMAT)) for b in batches]
-                frames = [pd.DataFrame(b, columns=list(FEATURES)) for b in batches]
+                direct_bodies = [orjson.dumps(request_body(b, INPUTS_FORMAT)) for b in batches]
+                rows = [[dict(row) for row in b] for b in batches]  # the pyfunc's declared input
                 # Interleave the three ways per size so background load hits them alike.
                 proxy_s = time_http(client, f"{stack.proxy_url}/predict", proxy_bodies, proxy_headers,
                                     size, plan.warmup)
-                direct_s = time_http(client, f"{stack.model_server_url}/invocations", split_bodies,
-                                     split_headers, size, plan.warmup)
-                local_s = time_in_process(pyfunc, frames, plan.warmup)
+                direct_s = time_http(client, f"{stack.model_server_url}/invocations", direct_bodies,
+                                     json_headers, size, plan.warmup)
+                local_s = time_in_process(pyfunc, rows, plan.warmup)
                 results["proxy"][str(size)] = summarize(size, proxy_s,
                                                         np.mean([len(b) for b in proxy_bodies]))
                 results["direct"][str(size)] = summarize(size, direct_s,
-                                                         np.mean([len(b) for b in split_bodies]))
+                                                         np.mean([len(b) for b in direct_bodies]))
                 results["in_process"][str(size)] = summarize(size, local_s)
                 progress(f"batch {size:>6}: proxy {results['proxy'][str(size)]['rows_per_s']:10.0f} rows/s, "
                          f"direct {results['direct'][str(size)]['rows_per_s']:10.0f} rows/s, "

@@ -24,7 +24,8 @@ LUA_SCRIPT = Path(__file__).resolve().parent / "replay.lua"
 CYCLE_MARKER = "@C@"  # replay.lua appends digits here on the 2nd and later passes over the bodies
 RESULT_PREFIX = "BENCH_JSON "
 PROXY_FORMAT = "proxy"  # {"model_name": ..., "features": [row, ...]}
-SPLIT_FORMAT = "dataframe_split"  # what `mlflow models serve` reads
+SPLIT_FORMAT = "dataframe_split"  # a DataFrame for `mlflow models serve` (the anchor's sklearn model)
+INPUTS_FORMAT = "inputs"  # {"inputs": [row, ...]}: the project's type-hinted pyfunc (its model server)
 
 
 def require_wrk() -> str:
@@ -42,7 +43,10 @@ def request_body(rows: Sequence[Mapping[str, Any]], body_format: str, model_name
     if body_format == SPLIT_FORMAT:
         return {"dataframe_split": {"columns": list(FEATURES),
                                     "data": [[row[f] for f in FEATURES] for row in rows]}}
-    raise ValueError(f"unknown body format {body_format!r}; expected {PROXY_FORMAT} or {SPLIT_FORMAT}")
+    if body_format == INPUTS_FORMAT:
+        return {"inputs": [{f: row[f] for f in FEATURES} for row in rows]}
+    raise ValueError(f"unknown body format {body_format!r}; expected "
+                     f"{PROXY_FORMAT}, {SPLIT_FORMAT} or {INPUTS_FORMAT}")
 
 
 def marked_bodies(records: Sequence[Mapping[str, Any]], body_format: str,

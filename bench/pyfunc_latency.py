@@ -1,11 +1,14 @@
 """Single-row predict latency: the project's pyfunc against a plain scikit-learn Pipeline.
 
 Trains the default model with the real pipeline (`cv.folds=0`, throwaway SQLite store), loads it with
-`mlflow.pyfunc.load_model`, and times one-row predictions on distinct test rows, one row per call:
-  (a) `pyfunc.predict(df)`                       what `mlflow models serve` calls
-  (b) `Pipeline.predict(df)`                     OrdinalEncoder + passthrough + the same estimator
-                                                 class and params, fitted on the same cleaned rows
-  (c) `unwrap_python_model().predict(None, df)`  our code alone; (a) - (c) is MLflow's wrapper
+`mlflow.pyfunc.load_model`, and times one-row predictions on distinct test rows, one row per call,
+each side given the row in the form it takes:
+  (a) `pyfunc.predict([row])`               the pyfunc's declared input (a list of rows), what
+                                            `mlflow models serve` passes it for {"inputs": [row]}
+  (a2) `pyfunc.predict(df)`                 the same row as a one-row DataFrame (MLflow converts it)
+  (b) `Pipeline.predict(df)`                OrdinalEncoder + passthrough + the same estimator class
+                                            and params, fitted on the same cleaned rows
+  (c) `unwrap_python_model().predict([row])`  our code alone; (a) - (c) is MLflow's wrapper
 and, inside (c), row validation and feature+estimator time. Calls are interleaved (a, b, c, ... in
 rotating order) so that load from other processes hits every variant alike. A pyinstrument profile
 of (a) is written beside the results. Target: (a) at least 5x faster than (b) at the median.
@@ -18,6 +21,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,16 +54,24 @@ DEFAULT_MODEL = "lgbm"  # conf/config.yaml's default model group
 QUICK_OVERRIDES = ("model.params.n_estimators=100",)
 
 
-def one_row_frames(test: pd.DataFrame, n_rows: int, seed: int = 0) -> list[pd.DataFrame]:
-    """`n_rows` distinct test rows, each as the one-row DataFrame a server builds from JSON."""
+@dataclass(frozen=True)
+class OneRow:
+    """One test row as a JSON-ready mapping and as the one-row DataFrame a server builds from it."""
+
+    record: dict[str, Any]
+    frame: pd.DataFrame
+
+
+def one_row_samples(test: pd.DataFrame, n_rows: int, seed: int = 0) -> list[OneRow]:
+    """`n_rows` distinct test rows, one per call."""
     rows = distinct_rows(test)
     chosen = rows.sample(n=min(n_rows, len(rows)), random_state=seed)
-    return [pd.DataFrame([record]) for record in feature_records(chosen)]
+    return [OneRow(record, pd.DataFrame([record])) for record in feature_records(chosen)]
 
 
-def time_calls(variants: dict[str, Callable[[pd.DataFrame], Any]], frames: list[pd.DataFrame],
+def time_calls(variants: dict[str, Callable[[OneRow], Any]], frames: list[OneRow],
                warmup: int) -> dict[str, list[float]]:
-    """Seconds per call of each variant on each frame, variants in rotating order per frame."""
+    """Seconds per call of each variant on each row, variants in rotating order per row."""
     names = list(variants)
     for frame in frames[:warmup]:
         for name in names:
@@ -76,7 +88,7 @@ def time_calls(variants: dict[str, Callable[[pd.DataFrame], Any]], frames: list[
     return timings
 
 
-def single_thread_variant(pipeline: Any) -> dict[str, Callable[[pd.DataFrame], Any]]:
+def single_thread_variant(pipeline: Any) -> dict[str, Callable[[OneRow], Any]]:
     """The same fitted Pipeline predicting on one thread, when its estimator has `n_jobs`: shows how
     much of the difference is thread start-up per call rather than wrapper overhead."""
     import copy
@@ -85,17 +97,17 @@ def single_thread_variant(pipeline: Any) -> dict[str, Callable[[pd.DataFrame], A
         return {}
     single = copy.deepcopy(pipeline)
     single.set_params(**{f"{pipeline.steps[-1][0]}__n_jobs": 1})
-    return {"sklearn_pipeline_predict_1_thread": single.predict}
+    return {"sklearn_pipeline_predict_1_thread": lambda one: single.predict(one.frame)}
 
 
-def profile_pyfunc(pyfunc: Any, frames: list[pd.DataFrame], path: Path) -> str:
-    """A pyinstrument profile of `pyfunc.predict` over `frames`, written to `path` (code paths only)."""
+def profile_pyfunc(pyfunc: Any, samples: list[OneRow], path: Path) -> str:
+    """A pyinstrument profile of `pyfunc.predict([row])` over `samples`, written to `path`."""
     from pyinstrument import Profiler
 
     profiler = Profiler(interval=0.0002)
     profiler.start()
-    for frame in frames:
-        pyfunc.predict(frame)
+    for sample in samples:
+        pyfunc.predict([sample.record])
     profiler.stop()
     text = profiler.output_text(unicode=False, color=False, show_all=False)
     path.write_text(text)
@@ -119,17 +131,22 @@ def run(args: Any) -> dict[str, Any]:
         pipeline, pipeline_fit_s = fit_plain_pipeline(DEFAULT_MODEL, cleaned_train(train), overrides)
         key, params, _ = config_estimator(DEFAULT_MODEL, overrides)
 
-        frames = one_row_frames(test, n_rows)
-        # The same numbers from (a) and (c): the wrapper only checks and converts the input.
-        np.testing.assert_allclose(pyfunc.predict(frames[0]), inner.predict(None, frames[0]))
+        frames = one_row_samples(test, n_rows)
+        # The same numbers from (a), (a2) and (c): the wrapper only checks and converts the input.
+        first = frames[0]
+        np.testing.assert_allclose(pyfunc.predict([first.record]), inner.predict([first.record]))
+        np.testing.assert_allclose(pyfunc.predict(first.frame), inner.predict([first.record]))
 
-        variants: dict[str, Callable[[pd.DataFrame], Any]] = {
-            "pyfunc_predict": pyfunc.predict,
-            "sklearn_pipeline_predict": pipeline.predict,
+        rules, fitted = inner.rules, inner.fitted
+        variants: dict[str, Callable[[OneRow], Any]] = {
+            "pyfunc_predict": lambda one: pyfunc.predict([one.record]),
+            "pyfunc_predict_dataframe": lambda one: pyfunc.predict(one.frame),
+            "sklearn_pipeline_predict": lambda one: pipeline.predict(one.frame),
             **single_thread_variant(pipeline),
-            "python_model_predict": lambda df: inner.predict(None, df),
-            "validation_only": inner.rules.validate_frame,
-            "features_and_estimator": lambda df: inner.fitted.predict_columns(inner.rules.validate_frame(df)),
+            "python_model_predict": lambda one: inner.predict([one.record]),
+            "validation_only": lambda one: rules.validate_records([one.record]),
+            "features_and_estimator":
+                lambda one: fitted.predict_columns(rules.validate_records([one.record])),
         }
         progress(f"timing {len(frames)} one-row predictions for each of {len(variants)} variants")
         timings = time_calls(variants, frames, warmup=min(50, len(frames)))

@@ -221,10 +221,11 @@ def _pyfunc(result: dict[str, Any] | None) -> str:
     if not result:
         return f"{title}\n\n{_missing('python -m bench.pyfunc_latency')}"
     names = {
-        "pyfunc_predict": "(a) `mlflow.pyfunc.load_model(...).predict(df)`",
+        "pyfunc_predict": "(a) `mlflow.pyfunc.load_model(...).predict([row])`: the declared input",
+        "pyfunc_predict_dataframe": "(a2) the same with a one-row DataFrame (MLflow converts it)",
         "sklearn_pipeline_predict": "(b) plain `Pipeline.predict(df)` (OrdinalEncoder + same estimator)",
         "sklearn_pipeline_predict_1_thread": "(b′) the same Pipeline, `n_jobs=1` (not the config)",
-        "python_model_predict": "(c) `unwrap_python_model().predict(None, df)`",
+        "python_model_predict": "(c) `unwrap_python_model().predict([row])`: our code alone",
         "validation_only": "inside (c): row validation",
         "features_and_estimator": "inside (c): validation + features + estimator",
     }

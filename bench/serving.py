@@ -40,6 +40,7 @@ from bench.common import (
     write_result,
 )
 from bench.loadgen import (
+    INPUTS_FORMAT,
     PROXY_FORMAT,
     SPLIT_FORMAT,
     marked_bodies,
@@ -184,6 +185,7 @@ def serving_setup(args: Any, with_anchor: bool = True) -> Iterator[ServingSetup]
 
         model_name = load_config([]).registry.model_name
         split_bodies = write_bodies(marked_bodies(records, SPLIT_FORMAT), tmp / "split-bodies.txt")
+        inputs_bodies = write_bodies(marked_bodies(records, INPUTS_FORMAT), tmp / "inputs-bodies.txt")
         proxy_bodies = write_bodies(marked_bodies(records, PROXY_FORMAT, model_name),
                                     tmp / "proxy-bodies.txt")
         progress(f"{len(records)} distinct test rows -> one request body each")
@@ -202,7 +204,7 @@ def serving_setup(args: Any, with_anchor: bool = True) -> Iterator[ServingSetup]
         targets = {
             "proxy": Target("proxy", f"{stack.proxy_url}/predict", proxy_bodies, stack.api_key,
                             [psutil.Process(stack.proxy_pid), *model_server]),
-            "direct": Target("direct", f"{stack.model_server_url}/invocations", split_bodies, None,
+            "direct": Target("direct", f"{stack.model_server_url}/invocations", inputs_bodies, None,
                              model_server),
         }
         if with_anchor:
@@ -210,10 +212,8 @@ def serving_setup(args: Any, with_anchor: bool = True) -> Iterator[ServingSetup]
                              lambda: group.log_tail("anchor"))
             targets = {"anchor": Target("anchor", f"http://{LOOPBACK}:{anchor_port}/invocations",
                                         split_bodies, None, process_tree(anchor_proc.pid)), **targets}
-        first_split = split_bodies.read_text().split("\n", 1)[0]
-        first_proxy = proxy_bodies.read_text().split("\n", 1)[0]
         for target in targets.values():
-            check_answers(target, first_proxy if target.name == "proxy" else first_split)
+            check_answers(target, target.bodies.read_text().split("\n", 1)[0])
         yield ServingSetup(
             targets=targets, stack=stack, data=paths.describe(), distinct_bodies=len(records),
             project={"model_uri": result.model_uri, "version": result.version,

@@ -316,7 +316,7 @@ def example_payload(rules: ValidationRules) -> dict[str, Any]:
         "latitude": middle(rules.latitude),
         "longitude": middle(rules.longitude),
     }
-    return {"dataframe_records": [row]}
+    return {"inputs": [row]}
 
 
 def smoke_predict(client: httpx.Client, base_url: str, payload: dict, timeout_s: float) -> None:

@@ -7,26 +7,27 @@ so loading it executes our code and reads JSON/npz/LightGBM-text/skops artifacts
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
-import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from pydantic import BaseModel, create_model
 
 from valuation.config import PROJECT_ROOT
 from valuation.estimators import load_estimator, save_estimator
 from valuation.schema import EXAMPLE_ROW, FEATURES
-from valuation.validation import RowValidationError, ValidationRules
+from valuation.validation import FieldError, RowValidationError, ValidationRules
 
 BUNDLE_ARTIFACT = "bundle"
 RULES_FILE = "validation_rules.json"
 MODEL_FILE = "model.json"
 # Pinned into the logged model so `mlflow models serve` and Docker images rebuild the same stack.
-RUNTIME_PACKAGES = ("mlflow", "lightgbm", "scikit-learn", "skops", "scipy", "numpy", "pandas", "omegaconf")
+RUNTIME_PACKAGES = ("mlflow", "lightgbm", "scikit-learn", "skops", "scipy", "numpy", "pandas", "pydantic",
+                    "omegaconf")
 
 def save_bundle(fitted: Any, rules: ValidationRules, estimator_key: str, directory: Path) -> Path:
     """Write everything the pyfunc needs into one directory (JSON, npz, native model files)."""
@@ -54,22 +55,52 @@ def load_bundle(directory: Path) -> tuple[Any, ValidationRules]:
     return fitted, rules
 
 
+# One property as the model takes it. The fields accept any JSON value on purpose: MLflow's own
+# type check would answer a wrong type with its message, before ours; ValidationRules judge every
+# value instead, with the messages the API gives (row, field, why). The rules themselves travel in
+# the model metadata (`validation_rules`).
+PropertyRow = create_model(
+    "PropertyRow",
+    __doc__="One property: the eight features (checked by ValidationRules, not by type).",
+    **{name: (Any, None) for name in FEATURES},
+)
+
+
 class ValuationModel(mlflow.pyfunc.PythonModel):
-    """Checks each row, then prices it. Errors name the row and the field."""
+    """Checks each row, then prices it. Errors name the row and the field.
+
+    The input is declared with a type hint (a list of PropertyRow), so MLflow derives the signature
+    from it and skips its DataFrame schema enforcement, which cost more than our whole prediction
+    for one row; `mlflow models serve` takes `{"inputs": [{...}, ...]}` and no DataFrame is built.
+    A DataFrame passed to `predict` (evaluation, notebooks) is turned into rows by MLflow.
+    """
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         self.fitted, self.rules = load_bundle(Path(context.artifacts[BUNDLE_ARTIFACT]))
 
-    def predict(
-        self, context: mlflow.pyfunc.PythonModelContext, model_input: Any, params: dict | None = None
-    ) -> np.ndarray:
-        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+    def predict(self, model_input: list[PropertyRow], params: dict[str, Any] | None = None) -> list[float]:
+        records = [row if isinstance(row, Mapping) else vars(row) for row in model_input]
         try:
-            columns = self.rules.validate_frame(frame)
+            columns = self.rules.validate_records(records)
         except RowValidationError as error:
             # INVALID_PARAMETER_VALUE makes `mlflow models serve` answer 400 with this message.
-            raise MlflowException(str(error), error_code=INVALID_PARAMETER_VALUE) from error
-        return self.fitted.predict_columns(columns)
+            raise MlflowException(str(_as_given(error, model_input)),
+                                  error_code=INVALID_PARAMETER_VALUE) from error
+        return self.fitted.predict_columns(columns).tolist()
+
+
+def _as_given(error: RowValidationError, model_input: Sequence[Any]) -> RowValidationError:
+    """`error` with a field the caller left out reported as missing, not as null (a PropertyRow
+    holds None for it); only the bad rows are looked at again."""
+    if not any(isinstance(row, BaseModel) for row in model_input):
+        return error
+    errors = []
+    for found in error.errors:
+        row = model_input[found.row] if found.row is not None else None
+        if isinstance(row, BaseModel) and found.field not in row.model_fields_set:
+            found = FieldError(found.row, found.field, "is required")
+        errors.append(found)
+    return RowValidationError(errors, total=error.total)
 
 
 def pinned_requirements() -> list[str]:
@@ -83,22 +114,21 @@ def log_valuation_model(
     workdir: Path,
     metadata: dict[str, Any],
 ) -> mlflow.models.model.ModelInfo:
-    """Log the pyfunc with signature, input example, pinned requirements and code_paths."""
-    from mlflow.models import infer_signature
+    """Log the pyfunc with signature, input example, pinned requirements and code_paths.
 
+    The signature comes from ValuationModel.predict's type hints; MLflow checks the input example
+    against it by predicting it at log time.
+    """
     bundle = save_bundle(fitted, rules, estimator_key, workdir / BUNDLE_ARTIFACT)
-    example = pd.DataFrame([EXAMPLE_ROW])[list(FEATURES)]
-    if EXAMPLE_ROW["sector"] not in rules.sectors:  # a model trained without that sector
+    example = {name: EXAMPLE_ROW[name] for name in FEATURES}
+    if example["sector"] not in rules.sectors:  # a model trained without that sector
         example["sector"] = rules.sectors[0]
-    prediction = fitted.predict_columns(rules.validate_frame(example))
-    signature = infer_signature(example, prediction)
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=str(PROJECT_ROOT / "valuation" / "model_code.py"),
         artifacts={BUNDLE_ARTIFACT: str(bundle)},
         code_paths=[str(PROJECT_ROOT / "valuation")],
-        signature=signature,
-        input_example=example,
+        input_example=[example],
         pip_requirements=pinned_requirements(),
         metadata={"validation_rules": rules.to_dict(), **metadata},
     )

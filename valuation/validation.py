@@ -7,7 +7,7 @@ they travel inside the logged model as metadata, so the API reads them from the 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import Any
@@ -170,14 +170,37 @@ class ValidationRules:
             if repeated:
                 raise RowValidationError([FieldError(None, f, "column appears more than once")
                                           for f in repeated])
-        n_rows = len(frame)
+        self._check_row_count(len(frame))
+        raw = _feature_values(frame)
+
+        def bad_records(rows: np.ndarray) -> list[dict[str, Any]]:
+            return [_denan(r) for r in frame.iloc[rows][list(FEATURES)].to_dict(orient="records")]
+
+        return self._validated(raw, len(frame), bad_records)
+
+    def validate_records(self, records: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+        """Checked, normalized columns of rows given as mappings (extra keys ignored); a missing
+        key is reported as required. The same rules and messages as `validate_frame`."""
+        self._check_row_count(len(records))
+        raw = {field: [record.get(field) for record in records] for field in FEATURES}
+        return self._validated(raw, len(records), lambda rows: [records[i] for i in rows.tolist()])
+
+    def _check_row_count(self, n_rows: int) -> None:
         if n_rows == 0:
             raise RowValidationError([FieldError(None, "features", "no rows to predict")])
         if n_rows > self.max_rows:
             raise RowValidationError(
                 [FieldError(None, "features", f"{n_rows} rows exceed the limit of {self.max_rows}")]
             )
-        raw = _feature_values(frame)
+
+    def _validated(
+        self,
+        raw: Mapping[str, list[Any] | pd.Series],
+        n_rows: int,
+        bad_records: Callable[[np.ndarray], list[Mapping[str, Any]]],
+    ) -> dict[str, np.ndarray]:
+        """The vectorized checks; only when something is wrong are the bad rows (from
+        `bad_records`) examined one by one to say exactly which row and field failed."""
         columns: dict[str, np.ndarray] = {}
         bad = np.zeros(n_rows, dtype=bool)
         for field in CATEGORICAL_FEATURES:
@@ -200,15 +223,15 @@ class ValidationRules:
         with np.errstate(invalid="ignore"):
             bad |= (~np.isfinite(numbers) | (numbers < low) | (numbers > high)).any(axis=0)
         if bad.any():
-            self._raise_for_rows(frame, np.flatnonzero(bad))
+            rows = np.flatnonzero(bad)
+            self._raise_for_rows(rows, bad_records(rows))
         return columns
 
-    def _raise_for_rows(self, frame: pd.DataFrame, bad_rows: np.ndarray) -> None:
+    def _raise_for_rows(self, rows: np.ndarray, records: list[Mapping[str, Any]]) -> None:
         errors: list[FieldError] = []
         total = 0
-        records = frame.iloc[bad_rows][list(FEATURES)].to_dict(orient="records")
-        for position, record in zip(bad_rows.tolist(), records, strict=True):
-            row_errors = self.row_errors(_denan(record), position)
+        for position, record in zip(rows.tolist(), records, strict=True):
+            row_errors = self.row_errors(record, position)
             total += len(row_errors)
             errors.extend(row_errors)
         raise RowValidationError(errors[:MAX_REPORTED_ERRORS], total=total)

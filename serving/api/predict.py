@@ -183,11 +183,9 @@ def _check_rows(features: Sequence[Any], rules: ValidationRules) -> list[dict[st
 
 
 async def _invoke(request: Request, served: Any, features: Sequence[dict[str, Any]]) -> list[float]:
-    """POST the rows to the model server as a pandas split frame; returns one price per row."""
-    payload = orjson.dumps(
-        {"dataframe_split": {"columns": list(FEATURES),
-                             "data": [[row[name] for name in FEATURES] for row in features]}}
-    )
+    """POST the rows to the model server (`{"inputs": [row, ...]}`, the form a type-hinted pyfunc
+    takes without building a DataFrame); returns one price per row."""
+    payload = orjson.dumps({"inputs": [{name: row[name] for name in FEATURES} for row in features]})
     url = f"{served.base_url}/invocations"
     try:
         answer = await deps.http_client(request).post_json(url, payload)

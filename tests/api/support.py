@@ -197,7 +197,7 @@ def serve_fake_model_server() -> Iterator[FakeModelServer]:
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             state.received.append(body)
-            rows = body["dataframe_split"]["data"]
+            rows = body["inputs"]
             if state.mode == "slow":
                 time.sleep(state.delay_s)
             if state.mode == "bad_request":

@@ -27,7 +27,9 @@ def fixed_client(make_client, fake_model_server):
     return make_client(supervisor=FixedSupervisor(fake_model_server.url))
 
 
-def test_the_spec_body_is_forwarded_as_a_split_frame(fixed_client, auth, fake_model_server) -> None:
+def test_the_spec_body_is_forwarded_as_rows_of_the_eight_features(
+    fixed_client, auth, fake_model_server
+) -> None:
     answer = fixed_client.post("/predict", json=SPEC_PREDICT_BODY, headers=auth)
     assert answer.status_code == 200, answer.text
     body = answer.json()
@@ -35,10 +37,9 @@ def test_the_spec_body_is_forwarded_as_a_split_frame(fixed_client, auth, fake_mo
     assert body["model_version"] == "7"
     assert body["predictions"] == [1000.0]
     assert body["request_id"] == answer.headers["X-Request-ID"]
-    sent = fake_model_server.received[-1]["dataframe_split"]
-    assert sent["columns"] == list(FEATURES)
+    sent = fake_model_server.received[-1]
     row = SPEC_PREDICT_BODY["features"][0]
-    assert sent["data"] == [[row[name] for name in FEATURES]]
+    assert sent == {"inputs": [{name: row[name] for name in FEATURES}]}
 
 
 def test_every_bad_row_is_named_by_index_and_field(fixed_client, auth, fake_model_server) -> None:

@@ -9,6 +9,7 @@ import pytest
 from bench.common import distinct_rows, feature_records
 from bench.loadgen import (
     CYCLE_MARKER,
+    INPUTS_FORMAT,
     PROXY_FORMAT,
     SPLIT_FORMAT,
     marked_bodies,
@@ -25,7 +26,7 @@ def records() -> list[dict]:
     return feature_records(distinct_rows(generate_frame(300, seed=3)))
 
 
-@pytest.mark.parametrize("body_format", [PROXY_FORMAT, SPLIT_FORMAT])
+@pytest.mark.parametrize("body_format", [PROXY_FORMAT, SPLIT_FORMAT, INPUTS_FORMAT])
 def test_every_pass_sends_distinct_valid_bodies_of_one_row(records, body_format):
     bodies = marked_bodies(records, body_format, model_name="property_friends_best_model")
     assert all(body.count(CYCLE_MARKER) == 1 and "\n" not in body for body in bodies)
@@ -37,6 +38,9 @@ def test_every_pass_sends_distinct_valid_bodies_of_one_row(records, body_format)
             if body_format == PROXY_FORMAT:
                 assert document["model_name"] == "property_friends_best_model"
                 (row,) = document["features"]
+            elif body_format == INPUTS_FORMAT:
+                (row,) = document["inputs"]
+                assert list(row) == list(FEATURES)
             else:
                 assert document["dataframe_split"]["columns"] == list(FEATURES)
                 (values,) = document["dataframe_split"]["data"]

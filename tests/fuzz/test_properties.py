@@ -67,9 +67,26 @@ def test_row_errors_and_validate_frame_accept_or_name_the_problem(batch) -> None
     assert set(FEATURES) <= set(columns) and all(len(columns[f]) == len(batch) for f in FEATURES)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(any_row, min_size=1, max_size=5))
+def test_validate_records_agrees_with_row_errors(batch) -> None:
+    """The pyfunc's path (rows as mappings): a batch is accepted exactly when no row has an error,
+    and a refusal names the same rows and fields as row_errors does."""
+    expected = [(e.row, e.field) for i, row in enumerate(batch) for e in RULES.row_errors(row, i)]
+    try:
+        columns = RULES.validate_records(batch)
+    except RowValidationError as error:
+        assert [(e.row, e.field) for e in error.errors] == expected[:len(error.errors)]
+        assert error.total == len(expected) > 0
+        return
+    assert expected == []
+    assert all(len(columns[f]) == len(batch) for f in FEATURES)
+
+
 def test_the_plain_good_row_validates() -> None:  # the property above is not vacuous
     assert not RULES.row_errors(GOOD_ROW, 0)
     RULES.validate_frame(pd.DataFrame([GOOD_ROW]))
+    assert RULES.validate_records([GOOD_ROW])["net_area"].tolist() == [200.0]
 
 
 @pytest.fixture(scope="module")

@@ -49,13 +49,15 @@ def test_zero_areas_are_accepted_as_unknown(rules: ValidationRules) -> None:
         ("n_rooms", True, "must be a number"),
     ],
 )
-# Small frames are read as one object matrix, large ones column by column: both must judge alike.
-@pytest.mark.parametrize("n_rows", [3, SMALL_FRAME_MAX_ROWS + 24])
-def test_a_bad_value_names_its_row_and_field(rules, field, value, expected, n_rows) -> None:
+# Small frames are read as one object matrix, large ones column by column, and the pyfunc passes
+# rows as mappings: all three must judge alike.
+@pytest.mark.parametrize(("n_rows", "as_records"), [(3, False), (SMALL_FRAME_MAX_ROWS + 24, False),
+                                                    (3, True)])
+def test_a_bad_value_names_its_row_and_field(rules, field, value, expected, n_rows, as_records) -> None:
     bad_row = n_rows - 1
-    frame = pd.DataFrame([GOOD_ROW] * bad_row + [{**GOOD_ROW, field: value}])
+    rows = [GOOD_ROW] * bad_row + [{**GOOD_ROW, field: value}]
     with pytest.raises(RowValidationError) as caught:
-        rules.validate_frame(frame)
+        rules.validate_records(rows) if as_records else rules.validate_frame(pd.DataFrame(rows))
     assert len(caught.value.errors) == 1
     assert caught.value.errors[0].row == bad_row
     assert caught.value.errors[0].field == field
@@ -74,6 +76,15 @@ def test_both_read_paths_give_the_same_columns(rules, n_rows) -> None:
     assert columns["net_area"].tolist() == [100.0 + i for i in range(n_rows)]
     assert set(columns["sector"].tolist()) == {"las condes"}
     assert set(columns) == set(GOOD_ROW)
+
+
+def test_records_path_reports_a_left_out_field_as_required(rules: ValidationRules) -> None:
+    row = {k: v for k, v in GOOD_ROW.items() if k != "latitude"}
+    with pytest.raises(RowValidationError) as caught:
+        rules.validate_records([GOOD_ROW, row])
+    assert caught.value.errors == [FieldError(1, "latitude", "is required")]
+    with pytest.raises(RowValidationError, match="no rows"):
+        rules.validate_records([])
 
 
 def test_a_feature_column_given_twice_is_refused(rules: ValidationRules) -> None:

@@ -31,7 +31,7 @@ from valuation.config import load_config
 from valuation.pyfunc import EXAMPLE_ROW
 from valuation.validation import ValidationRules
 
-PAYLOAD = {"dataframe_records": [EXAMPLE_ROW]}
+PAYLOAD = {"inputs": [EXAMPLE_ROW]}
 SWITCH_DEADLINE_S = 60.0  # the contract: a moved champion is served within a minute
 START_DEADLINE_S = 180.0
 
@@ -86,7 +86,7 @@ def broken_copy(registry: TrainedRegistry, version: str, target: Path) -> str:
 
 def test_example_row_built_from_rules_passes_the_rules():
     rules = ValidationRules.from_config(load_config([]).validation, ["nunoa", "vitacura"])
-    row = example_payload(rules)["dataframe_records"][0]
+    row = example_payload(rules)["inputs"][0]
     assert rules.row_errors(row, 0) == []
 
 
