@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -77,9 +78,9 @@ async def _predict(
     body: PredictRequest, request: Request, key: KeyRecord, started: float,
     served_info: dict[str, Any],
 ) -> Response:
-    settings = deps.settings(request)
+    settings = _predict_settings(request)
     supervisor = deps.supervisor(request)
-    model_name = settings.registry.model_name
+    model_name = settings.model_name
     if body.model_name != model_name:
         raise api_error(404, f"unknown model '{body.model_name}'; this service serves '{model_name}'")
     if body.version is not None and body.alias is not None:
@@ -89,7 +90,7 @@ async def _predict(
     if supervisor.current() is None:
         status = supervisor.status()
         fallback = (_fallback_version(status) if body.version is None and body.alias is None
-                    and bool(settings.proxy.degraded_fallback) else None)
+                    and settings.degraded_fallback else None)
         if fallback is None:
             raise api_error(
                 503,
@@ -114,14 +115,13 @@ async def _predict(
     served_info["predictions"] = predictions
     latency_ms = round((time.perf_counter() - started) * 1000, 3)
     request_id = request_id_of(request)
+    # Inputs and outputs go to the audit trail only: the log stays small and free of client data.
     log.info(
         "prediction",
         key_id=key.key_id,
         model_name=served.name,
         model_version=served.version,
         n_rows=len(predictions),
-        inputs=body.features,
-        outputs=predictions,
         latency_ms=latency_ms,
     )
     _count(request, served.version, "ok")
@@ -136,6 +136,31 @@ async def _predict(
         payload.update(degraded=True, served_version=served.version, degraded_reason=degraded_reason)
         served_info["degraded_reason"] = degraded_reason
     return Response(orjson.dumps(payload), media_type="application/json")
+
+
+@dataclass(frozen=True)
+class _PredictSettings:
+    """The settings /predict reads on every call, as plain values: reading an OmegaConf node costs
+    ~10 us per attribute, a measurable share of the proxy's time per request."""
+
+    model_name: str
+    max_rows: int
+    validate_in_thread_rows: int
+    degraded_fallback: bool
+
+
+def _predict_settings(request: Request) -> _PredictSettings:
+    state = request.app.state
+    cached = getattr(state, "predict_settings", None)
+    if cached is None:  # settings are fixed for the app's life: read them once
+        settings = deps.settings(request)
+        cached = state.predict_settings = _PredictSettings(
+            model_name=str(settings.registry.model_name),
+            max_rows=int(settings.proxy.max_rows),
+            validate_in_thread_rows=int(settings.proxy.validate_in_thread_rows),
+            degraded_fallback=bool(settings.proxy.degraded_fallback),
+        )
+    return cached
 
 
 def _fallback_version(status: dict[str, Any]) -> str | None:
@@ -157,14 +182,14 @@ def _not_served_message(version: str | None, alias: str | None, supervisor: Any)
 
 
 async def _row_errors(
-    features: Sequence[Any], rules: ValidationRules, settings: Any
+    features: Sequence[Any], rules: ValidationRules, settings: _PredictSettings
 ) -> list[dict[str, Any]]:
-    limit = min(int(settings.proxy.max_rows), int(rules.max_rows))
+    limit = min(settings.max_rows, int(rules.max_rows))
     if not features:
         return field_errors([(None, "features", "give at least one row")])
     if len(features) > limit:
         return field_errors([(None, "features", f"{len(features)} rows exceed the limit of {limit}")])
-    if len(features) > int(settings.proxy.validate_in_thread_rows):
+    if len(features) > settings.validate_in_thread_rows:
         return await run_in_threadpool(_check_rows, features, rules)
     return _check_rows(features, rules)
 
