@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
+import orjson
 import structlog
 
 
@@ -20,6 +21,11 @@ class _CurrentStdout:
         sys.stdout.flush()
 
 
+def _orjson_dumps(event: dict, **_: object) -> str:
+    # orjson: about 3x faster than json.dumps for a log line; non-JSON values logged as str().
+    return orjson.dumps(event, default=str).decode()
+
+
 def configure_logging(level: str = "INFO") -> None:
     """One JSON object per line on stdout, with ISO timestamps and contextvars (request id)."""
     logging.basicConfig(format="%(message)s", stream=sys.stdout, level=level)
@@ -29,7 +35,7 @@ def configure_logging(level: str = "INFO") -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
+            structlog.processors.JSONRenderer(serializer=_orjson_dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         logger_factory=structlog.PrintLoggerFactory(file=_CurrentStdout()),
