@@ -47,6 +47,7 @@ def build_report(directory: Path) -> Path:
         _batches(parts["batches"], plots),
         _training(parts["training"], plots),
         _quality(directory),
+        _changes(),
         _reproduce(),
     ]
     path = directory / REPORT_FILE
@@ -325,6 +326,13 @@ def _quality(directory: Path) -> str:
             body = "\n".join(("##" + line) if line.startswith("#") else line for line in body.splitlines())
             return f"## Quality\n\n_From `bench/quality.py` ({name})._\n\n{body}"
     return "## Quality\n\n_Not measured yet: run `python -m bench.quality --data-dir DIR`._"
+
+
+CHANGES_FILE = Path(__file__).resolve().parent / "CHANGES.md"  # hand-kept: what each change bought
+
+
+def _changes() -> str:
+    return CHANGES_FILE.read_text() if CHANGES_FILE.is_file() else ""
 
 
 def _reproduce() -> str:

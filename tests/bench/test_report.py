@@ -35,7 +35,7 @@ def test_report_from_a_quick_synthetic_run_has_every_section(tmp_path):
     headings = [line for line in text.splitlines() if line.startswith("#")]
     for heading in ("# Benchmark report", "## Targets", "## Serving single rows",
                     "## Where serving time goes", "## One row in process", "## Batches", "## Training cost",
-                    "## Quality", "## Reproduce"):
+                    "## Quality", "## What each change bought", "## Reproduce"):
         assert any(h.startswith(heading) for h in headings), heading
     assert "| cores |" in text and "quick smoke run" in text
     # The measured part is filled in; the parts not run say how to run them, with no numbers made up.
