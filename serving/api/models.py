@@ -117,7 +117,7 @@ def _promote_best(body: BestModelRequest, request: Request, key: KeyRecord) -> B
                        actor=key.key_id)
     except MlflowException as error:
         log.error("best_model_mlflow_error", error=str(error))
-        raise api_error(503, f"the MLflow tracking server failed: {error.message}") from None
+        raise _mlflow_failure(error) from None
     log.info("best_model_promoted", experiment=config.experiment_name, metric=metric, goal=goal,
              run_id=best_run.info.run_id, version=version, registered=registered,
              previous_version=previous)
@@ -196,10 +196,18 @@ def models(
         }
         history = [asdict(move) for move in alias_history(client, registry.model_name)]
     except MlflowException as error:
-        raise api_error(503, f"the MLflow tracking server failed: {error.message}") from None
+        raise _mlflow_failure(error) from None
     return ModelsResponse(
         model_name=registry.model_name,
         serving=deps.supervisor(request).status(),
         aliases=aliases,
         alias_history=history[-HISTORY_SHOWN:],
     )
+
+
+def _mlflow_failure(error: MlflowException) -> Exception:
+    """A refusal of the request's own values by MLflow is the client's (422); anything else means
+    the tracking server could not do its part (503, retry later)."""
+    if error.error_code == "INVALID_PARAMETER_VALUE":
+        return api_error(422, f"MLflow refused the request: {error.message}")
+    return api_error(503, f"the MLflow tracking server failed: {error.message}")

@@ -178,8 +178,14 @@ class PredictResponse(BaseModel):
 # --- /train ------------------------------------------------------------------------------------
 
 
+# MLflow refuses an empty experiment name; refusing it here gives the client a 422 naming the field
+# (found by schemathesis: the tracking server's refusal came back as a 503).
+EXPERIMENT_NAME_LENGTH = {"min_length": 1, "max_length": 500}
+
+
 class ExperimentConfig(_Strict):
-    experiment_name: str | None = Field(None, description="MLflow experiment (created if new)")
+    experiment_name: str | None = Field(None, description="MLflow experiment (created if new)",
+                                        **EXPERIMENT_NAME_LENGTH)
 
 
 class DataConfig(_Strict):
@@ -305,7 +311,8 @@ class JobStatusResponse(BaseModel):
 
 
 class BestModelExperimentConfig(_Strict):
-    experiment_name: str
+    experiment_name: str = Field(description="MLflow experiment whose runs are ranked",
+                                 **EXPERIMENT_NAME_LENGTH)
     metric: RankingMetric = Field(
         "mse", description="Ranks evaluation runs by metrics.test_<metric>"
     )

@@ -141,3 +141,20 @@ def test_best_model_errors(registry_client, auth) -> None:
     missing = registry_client.post("/best_model", json={"experiment_config": {}}, headers=auth)
     assert missing.status_code == 422
     assert missing.json()["detail"][0]["field"] == "experiment_config.experiment_name"
+
+    # Found by schemathesis: MLflow refuses an empty name, which used to come back as a 503.
+    blank = registry_client.post("/best_model", json=_body(experiment_name=""), headers=auth)
+    assert blank.status_code == 422
+    assert blank.json()["detail"][0]["field"] == "experiment_config.experiment_name"
+
+
+def test_mlflow_refusing_the_values_is_422_and_its_outage_503() -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
+
+    from serving.api.models import _mlflow_failure
+
+    refused = _mlflow_failure(MlflowException("bad name", error_code=INVALID_PARAMETER_VALUE))
+    assert refused.status_code == 422 and "bad name" in refused.detail
+    down = _mlflow_failure(MlflowException("db locked", error_code=INTERNAL_ERROR))
+    assert down.status_code == 503 and "db locked" in down.detail

@@ -160,6 +160,7 @@ REFUSED = [
     ("db_config", {"db_type": "csv", "db_config": {"train_path": "${oc.env:API_KEY}"}},
      "db_config.db_config.train_path"),
     ("experiment_config.experiment_name", " ", "experiment_config.experiment_name"),
+    ("experiment_config.experiment_name", "", "experiment_config.experiment_name"),
     ("experiment_config.unknown_field", 1, "experiment_config.unknown_field"),
 ]
 
