@@ -50,8 +50,10 @@ def run(cfg: DictConfig, train_uri: str) -> TrainResult:
             "cv_folds": cfg.cv.folds,
             "train_rows": len(frame),
             **{f"param.{k}": v for k, v in OmegaConf.to_container(model_cfg.params).items()},
+            # A group without feature_params (baseline) has none to log.
             **{f"feature_param.{k}": v
-               for k, v in OmegaConf.to_container(model_cfg.get("feature_params") or {}).items()},
+               for k, v in (OmegaConf.to_container(model_cfg.feature_params)
+                            if model_cfg.get("feature_params") else {}).items()},
         }
     )
     report("train", PROGRESS_START, f"{len(frame)} training rows, model {model_cfg.name}")
