@@ -33,12 +33,14 @@ def build_report(directory: Path) -> Path:
 
     directory = Path(directory)
     parts = {name: read_result(directory, name)
-             for name in ("serving", "soak", "faults", "batches", "pyfunc_latency", "training")}
+             for name in ("serving", "proxy_floor", "soak", "faults", "batches", "pyfunc_latency",
+                          "training")}
     plots = {**draw_plots(directory, parts), **hardening.draw_soak_plot(directory, parts["soak"])}
     sections = [
         _header(parts),
         _targets(parts),
         _serving(parts["serving"], plots),
+        _proxy_floor(parts["proxy_floor"]),
         _memory(parts["serving"], plots),
         hardening.soak_section(parts["soak"], plots),
         hardening.faults_section(parts["faults"]),
@@ -243,6 +245,31 @@ def _pyfunc(result: dict[str, Any] | None) -> str:
         f"Pipeline p50 / pyfunc p50 = **{format_cell(result['speedup_pipeline_over_pyfunc_p50'])}×** "
         f"(target {result['target_speedup']:.0f}×: {'met' if result['target_met'] else 'not met'})"
         + ".",
+    ])
+
+
+FLOOR_NAMES = {"bare_starlette": "bare Starlette forwarder", "bare_fastapi": "bare FastAPI forwarder",
+               "proxy": "the project's proxy"}
+
+
+def _proxy_floor(result: dict[str, Any] | None) -> str:
+    title = "## The floor of one Python proxy hop"
+    if not result:
+        return f"{title}\n\n" + _missing("python -m bench.proxy_floor")
+    rows = []
+    for c in result["plan"]["concurrency"]:
+        direct = result["results"]["direct"][str(c)]
+        for name, label in FLOOR_NAMES.items():
+            measured = result["results"][name][str(c)]
+            rows.append([c, label, measured["requests_per_s"], measured["p50_ms"], direct["p50_ms"],
+                         result["p50_over_direct"][str(c)][name]])
+    return "\n".join([
+        title, "", _when(result), "",
+        "The model server called directly, and through forwarders that only pass the body on "
+        "(`bench/forwarders.py`: uvicorn, one route, a pooled aiohttp client; no key check, row "
+        "checks, audit or logging), measured with wrk in turn. Their p50 over the direct p50 is what "
+        "any proxy built this way pays before doing its work.", "",
+        table(["conc.", "through", "req/s", "p50 ms", "direct p50 ms", "p50 / direct"], rows),
     ])
 
 

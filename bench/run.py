@@ -19,7 +19,8 @@ from types import FrameType
 from bench.common import PROJECT_ROOT, BenchError, parser, progress, results_dir
 from bench.loadgen import require_wrk
 
-PARTS = ("pyfunc_latency", "serving", "soak", "faults", "profile_serving", "batches", "training", "quality")
+PARTS = ("pyfunc_latency", "serving", "proxy_floor", "soak", "faults", "profile_serving", "batches",
+         "training", "quality")
 QUALITY_MODULE = PROJECT_ROOT / "bench" / "quality.py"  # bench/quality.py belongs to the modelling side
 
 

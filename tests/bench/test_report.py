@@ -43,3 +43,23 @@ def test_report_from_a_quick_synthetic_run_has_every_section(tmp_path):
     assert format_cell(latency["pyfunc_predict"]["p50_ms"]) in pyfunc_row
     assert "_Not measured yet: run `python -m bench.serving`._" in text
     assert "_Not measured yet: run `python -m bench.batches`._" in text
+
+
+def test_proxy_floor_section_lists_each_forwarder_against_the_direct_p50():
+    from bench.report import _proxy_floor
+
+    def level(rps, p50):
+        return {"requests_per_s": rps, "p50_ms": p50}
+
+    result = {
+        "started_at": "2026-11-26T07:30:00+00:00", "data": "real (client CSVs)",
+        "plan": {"concurrency": [1], "duration_s": 20},
+        "results": {"direct": {"1": level(900.0, 1.0)}, "bare_starlette": {"1": level(600.0, 1.6)},
+                    "bare_fastapi": {"1": level(610.0, 1.55)}, "proxy": {"1": level(480.0, 2.0)}},
+        "p50_over_direct": {"1": {"bare_starlette": 1.6, "bare_fastapi": 1.55, "proxy": 2.0}},
+    }
+    text = _proxy_floor(result)
+    assert text.startswith("## The floor of one Python proxy hop")
+    assert "| 1 | bare Starlette forwarder | 600 | 1.60 | 1.00 | 1.60 |" in text
+    assert "| 1 | the project's proxy | 480 | 2.00 | 1.00 | 2.00 |" in text
+    assert "python -m bench.proxy_floor" in _proxy_floor(None)
