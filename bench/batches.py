@@ -37,7 +37,7 @@ from bench.common import (
     write_result,
 )
 from bench.loadgen import INPUTS_FORMAT, PROXY_FORMAT, request_body
-from bench.processes import ProcessGroup, sigterm_as_interrupt
+from bench.processes import ProcessGroup, run_part
 from bench.project_model import tracking_store, train_project_model
 from bench.stack_runner import start_stack
 
@@ -185,9 +185,7 @@ def run(args: Any) -> dict[str, Any]:
 
 
 def main() -> None:
-    args = parser(__doc__.split("\n\n")[0]).parse_args()
-    with sigterm_as_interrupt():
-        run(args)
+    run_part(run, parser(__doc__.split("\n\n")[0]))
 
 
 if __name__ == "__main__":

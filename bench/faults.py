@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import PROJECT_ROOT, BenchError, parser, progress, results_dir, start_stamp, write_result
-from bench.processes import sigterm_as_interrupt
+from bench.processes import run_part
 
 RESULT_NAME = "faults"
 PYTEST_TIMEOUT_S = 3 * 3600  # every selected test together; each starts real servers or trains
@@ -254,9 +254,7 @@ def run(args: Any) -> dict[str, Any]:
 
 
 def main() -> None:
-    args = parser(__doc__.split("\n\n")[0]).parse_args()
-    with sigterm_as_interrupt():
-        run(args)
+    run_part(run, parser(__doc__.split("\n\n")[0]))
 
 
 if __name__ == "__main__":

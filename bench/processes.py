@@ -7,6 +7,7 @@ it started on normal exit, on an exception, on Ctrl-C and on SIGTERM.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import signal
@@ -142,6 +143,14 @@ def sigterm_as_interrupt() -> Iterator[None]:
         sys.exit(130)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def run_part(run: Callable[[Any], Any], cli: argparse.ArgumentParser) -> None:
+    """A part's command line: parse `cli` (bench.common.parser plus the part's own flags), then
+    `run(args)` with SIGTERM and Ctrl-C stopping every server it started."""
+    args = cli.parse_args()
+    with sigterm_as_interrupt():
+        run(args)
 
 
 def wait_until_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float, what: str,

@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.common import PROJECT_ROOT, BenchError, parser, progress, results_dir, start_stamp, write_result
 from bench.loadgen import require_wrk, run_wrk
-from bench.processes import sigterm_as_interrupt
+from bench.processes import run_part
 from bench.serving import serving_setup
 
 RESULT_NAME = "serving_profile"
@@ -174,9 +174,7 @@ def _is_project_frame(name: str) -> bool:
 def main() -> None:
     cli = parser(__doc__.split("\n\n")[0])
     cli.add_argument("--duration", type=float, default=None, help="seconds of load per profile (default 20)")
-    args = cli.parse_args()
-    with sigterm_as_interrupt():
-        run(args)
+    run_part(run, cli)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from typing import Any
 
 from bench.common import LOOPBACK, free_port, parser, progress, ratio, results_dir, start_stamp, write_result
 from bench.loadgen import require_wrk
-from bench.processes import ProcessGroup, sigterm_as_interrupt, wait_until_ready
+from bench.processes import ProcessGroup, run_part, wait_until_ready
 from bench.resources import process_tree
 from bench.serving import ServingPlan, Target, check_answers, measure, serving_setup
 
@@ -76,9 +76,7 @@ def run(args: Any) -> dict[str, Any]:
 def main() -> None:
     cli = parser(__doc__.split("\n\n")[0])
     cli.add_argument("--duration", type=float, default=None, help="seconds per measurement")
-    args = cli.parse_args()
-    with sigterm_as_interrupt():
-        run(args)
+    run_part(run, cli)
 
 
 if __name__ == "__main__":

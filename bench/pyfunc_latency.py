@@ -46,7 +46,7 @@ from bench.common import (
     start_stamp,
     write_result,
 )
-from bench.processes import sigterm_as_interrupt
+from bench.processes import run_part
 from bench.project_model import tracking_store, train_project_model
 
 RESULT_NAME = "pyfunc_latency"
@@ -189,9 +189,7 @@ def run(args: Any) -> dict[str, Any]:
 
 
 def main() -> None:
-    args = parser(__doc__.split("\n\n")[0]).parse_args()
-    with sigterm_as_interrupt():
-        run(args)
+    run_part(run, parser(__doc__.split("\n\n")[0]))
 
 
 if __name__ == "__main__":

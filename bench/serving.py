@@ -49,7 +49,7 @@ from bench.loadgen import (
     unmark,
     write_bodies,
 )
-from bench.processes import ProcessGroup, sigterm_as_interrupt, wait_until_ready
+from bench.processes import ProcessGroup, run_part, wait_until_ready
 from bench.project_model import tracking_store, train_project_model
 from bench.resources import RssSampler, process_tree, stack_rss_probes
 from bench.stack_runner import RunningStack, start_stack
@@ -285,9 +285,7 @@ def targets_met(data: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     cli = parser(__doc__.split("\n\n")[0])
     cli.add_argument("--duration", type=float, default=None, help="seconds per measurement (default 20)")
-    args = cli.parse_args()
-    with sigterm_as_interrupt():
-        run(args)
+    run_part(run, cli)
 
 
 if __name__ == "__main__":
