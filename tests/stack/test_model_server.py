@@ -190,6 +190,30 @@ def test_champion_move_switches_with_zero_failed_requests(trained_registry, supe
 
 
 @pytest.mark.slow
+def test_the_model_server_answers_bad_rows_with_400_naming_row_and_field(trained_registry,
+                                                                        supervisor_factory):
+    # What a client calling `mlflow models serve` directly (not through the proxy) is told.
+    version = trained_registry.versions[0]
+    set_champion(trained_registry.tracking_uri, version)
+    supervisor = supervisor_factory(trained_registry.tracking_uri, free_port())
+    supervisor.start()
+    wait_for(serving(supervisor, version), START_DEADLINE_S, f"version {version} served")
+    served = supervisor.current()
+    no_latitude = {k: v for k, v in EXAMPLE_ROW.items() if k != "latitude"}
+    rows = [EXAMPLE_ROW, {**EXAMPLE_ROW, "sector": "atlantis"}, no_latitude]
+    with httpx.Client() as client:
+        answer = client.post(f"{served.base_url}/invocations", json={"inputs": rows}, timeout=30)
+        split = client.post(f"{served.base_url}/invocations", timeout=30, json={
+            "dataframe_split": {"columns": list(EXAMPLE_ROW), "data": [list(EXAMPLE_ROW.values())]}})
+    assert answer.status_code == 400, answer.text
+    message = answer.json()["message"]
+    assert "row 1, field 'sector'" in message and "atlantis" in message
+    assert "row 2, field 'latitude': is required" in message
+    # The type-hinted model takes rows only; a DataFrame body is refused, not misread.
+    assert split.status_code == 400 and "'inputs'" in split.json()["message"]
+
+
+@pytest.mark.slow
 def test_dead_model_server_is_down_then_restarted(trained_registry, supervisor_factory):
     version = trained_registry.versions[0]
     set_champion(trained_registry.tracking_uri, version)
