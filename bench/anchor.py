@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from bench.common import LOOPBACK
-from valuation.schema import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES, TARGET
+from valuation.model_runtime.schema import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES, TARGET
 
 ANCHOR_EXPERIMENT = "bench-anchor"
 ANCHOR_MODEL = "gbr"  # conf/model/gbr.yaml: the specification's GradientBoostingRegressor example

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import BenchError
-from valuation.schema import FEATURES
+from valuation.model_runtime.schema import FEATURES
 
 LUA_SCRIPT = Path(__file__).resolve().parent / "replay.lua"
 CYCLE_MARKER = "@C@"  # replay.lua appends digits here on the 2nd and later passes over the bodies

@@ -29,7 +29,7 @@ from bench.common import DEFAULT_DATA_DIR, RESULTS_DIR, DataPaths, load_real_dat
 from bench.common import progress as say
 from valuation.config import PROJECT_ROOT
 from valuation.metrics import regression_metrics
-from valuation.schema import FEATURES, TARGET
+from valuation.model_runtime.schema import FEATURES, TARGET
 
 MODEL_DIR = PROJECT_ROOT / "conf" / "model"
 DEFAULT_OUT = RESULTS_DIR / "quality.md"
@@ -114,8 +114,8 @@ def score_direct(model: str, train: pd.DataFrame, test: pd.DataFrame) -> Scored:
     """The library alone: clean, fit_model, predict_columns on the validated raw test."""
     from valuation.cleaning import clean
     from valuation.config import load_config
+    from valuation.model_runtime.validation import ValidationRules
     from valuation.training import fit_model
-    from valuation.validation import ValidationRules
 
     started = time.perf_counter()
     cfg = load_config([f"model={model}"])

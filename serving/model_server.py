@@ -38,7 +38,7 @@ from omegaconf import DictConfig
 
 from serving.logging import get_logger
 from valuation.config import resolve_path
-from valuation.validation import ValidationRules
+from valuation.model_runtime.validation import ValidationRules
 
 log = get_logger("serving.model_server")
 

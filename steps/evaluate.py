@@ -18,8 +18,8 @@ from omegaconf import DictConfig  # noqa: E402
 
 from steps.common import load_step_config, run_cli, split_overrides, step_parser  # noqa: E402
 from valuation.metrics import LOWER_IS_BETTER, regression_metrics  # noqa: E402
+from valuation.model_runtime.schema import FEATURES, TARGET  # noqa: E402
 from valuation.progress import report  # noqa: E402
-from valuation.schema import FEATURES, TARGET  # noqa: E402
 
 PROGRESS_START, PROGRESS_END = 0.75, 0.9
 

@@ -20,8 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from steps.common import load_step_config, run_cli, split_overrides, step_parser
 from valuation.cleaning import clean
 from valuation.data_checks import DataError
+from valuation.model_runtime.schema import TARGET
 from valuation.progress import report
-from valuation.schema import TARGET
 from valuation.sources import Tables, lineage_source, load_tables
 
 # This step's share of the pipeline's overall progress.

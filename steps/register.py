@@ -20,9 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 from steps.common import load_step_config, run_cli, split_overrides, step_parser
 from valuation.config import PROJECT_ROOT
 from valuation.metrics import LOWER_IS_BETTER, regression_metrics
+from valuation.model_runtime.schema import FEATURES, TARGET
 from valuation.progress import report
 from valuation.registry import alias_version, move_alias, register_version
-from valuation.schema import FEATURES, TARGET
 
 PROGRESS_START, PROGRESS_END = 0.9, 1.0
 

@@ -13,9 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from steps.common import load_step_config, run_cli, split_overrides, step_parser
 from valuation.estimators import get_spec
+from valuation.model_runtime.schema import FEATURES, TARGET
+from valuation.model_runtime.validation import ValidationRules
 from valuation.progress import report
-from valuation.schema import FEATURES, TARGET
-from valuation.validation import ValidationRules
 
 # This step's share of the pipeline's overall progress.
 PROGRESS_START, PROGRESS_END = 0.15, 0.75
@@ -101,7 +101,7 @@ def run(cfg: DictConfig, train_uri: str) -> TrainResult:
 
 
 def _log_model(cfg: DictConfig, fitted, rules: ValidationRules, workdir: Path):
-    from valuation.pyfunc import log_valuation_model
+    from valuation.packaging import log_valuation_model
 
     metadata = {
         "model_config": cfg.model.name,

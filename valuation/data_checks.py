@@ -17,7 +17,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
-from valuation.schema import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES, TARGET
+from valuation.model_runtime.schema import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES, TARGET
 
 log = logging.getLogger(__name__)
 

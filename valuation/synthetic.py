@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from valuation.schema import FEATURES, TARGET
+from valuation.model_runtime.schema import FEATURES, TARGET
 
 COLUMNS: tuple[str, ...] = (*FEATURES, TARGET)
 TYPES: tuple[str, ...] = ("casa", "departamento")

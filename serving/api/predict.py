@@ -27,8 +27,8 @@ from serving.keys import KeyRecord
 from serving.logging import get_logger
 from serving.roles import Capability
 from serving.upstream import UpstreamAnswer, UpstreamTimeout, UpstreamUnavailable
-from valuation.schema import FEATURES
-from valuation.validation import ValidationRules
+from valuation.model_runtime.schema import FEATURES
+from valuation.model_runtime.validation import ValidationRules
 
 router = APIRouter(tags=["predict"])
 log = get_logger("serving.api.predict")

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from valuation.schema import EXAMPLE_ROW
+from valuation.model_runtime.schema import EXAMPLE_ROW
 
 # --- the specification's Usage bodies (the API contract; they must keep working verbatim) ------
 

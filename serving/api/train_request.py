@@ -22,7 +22,7 @@ from serving.api.overrides import (
 from serving.api.schemas import DB_CONFIG_KEYS, DataConfig, DbConfig, PipelineConfig, TrainRequest
 from valuation.config import CONFIG_DIR, load_config
 from valuation.estimators import EstimatorNotAllowed, allowed_params, resolve_estimator
-from valuation.schema import CATEGORICAL_FEATURES, FEATURES, TARGET
+from valuation.model_runtime.schema import CATEGORICAL_FEATURES, FEATURES, TARGET
 
 # Hydra's compose API keeps global state: one composition at a time.
 _compose_lock = threading.Lock()

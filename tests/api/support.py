@@ -25,7 +25,7 @@ from rq import Queue
 from serving.jobs import SERIALIZER
 from serving.model_server import ServedModel
 from valuation.config import PROJECT_ROOT, load_config
-from valuation.validation import ValidationRules
+from valuation.model_runtime.validation import ValidationRules
 
 MODEL_NAME = "property_friends_best_model"
 TEST_SECTORS = ("la reina", "las condes", "lo barnechea", "providencia", "vitacura")

@@ -9,7 +9,7 @@ import pytest
 
 from serving.api.schemas import SPEC_PREDICT_BODY
 from tests.api.support import FixedSupervisor, free_port, make_rules, serving_settings
-from valuation.schema import FEATURES
+from valuation.model_runtime.schema import FEATURES
 
 
 def _body(*rows: dict, **extra) -> dict:

@@ -17,7 +17,7 @@ from bench.loadgen import (
     request_body,
     unmark,
 )
-from valuation.schema import FEATURES
+from valuation.model_runtime.schema import FEATURES
 from valuation.synthetic import generate_frame
 
 

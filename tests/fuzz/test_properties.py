@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from serving.app import create_app
 from serving.keys import EnvKeyStore
 from tests.api.support import TEST_SECTORS, FixedSupervisor, make_rules, serving_settings
-from valuation.schema import FEATURES
-from valuation.validation import FieldError, RowValidationError
+from valuation.model_runtime.schema import FEATURES
+from valuation.model_runtime.validation import FieldError, RowValidationError
 
 RULES = make_rules()
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from valuation.schema import FEATURES, TARGET
+from valuation.model_runtime.schema import FEATURES, TARGET
 from valuation.synthetic import generate_frame
 
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from valuation.features import FeatureEncoder, frame_columns
+from valuation.model_runtime.features import FeatureEncoder, frame_columns
 
 KINDS_AND_PARAMS = [
     ("raw", None),

@@ -8,11 +8,12 @@ from omegaconf import OmegaConf
 
 from tests.model.support import small_lgbm_config
 from valuation.estimators import EstimatorNotAllowed
-from valuation.features import frame_columns
 from valuation.metrics import METRIC_NAMES, regression_metrics
-from valuation.schema import FEATURES, TARGET
+from valuation.model_runtime.features import frame_columns
+from valuation.model_runtime.fitted import FittedModel
+from valuation.model_runtime.schema import FEATURES, TARGET
 from valuation.synthetic import generate_frame
-from valuation.training import FittedModel, cross_validate, fit_model
+from valuation.training import cross_validate, fit_model
 
 
 @pytest.fixture(scope="module")

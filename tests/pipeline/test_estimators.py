@@ -13,10 +13,9 @@ from valuation.estimators import (
     InvalidEstimatorParams,
     allowed_params,
     build_estimator,
-    load_estimator,
     resolve_estimator,
-    save_estimator,
 )
+from valuation.model_runtime.storage import STORED_ESTIMATOR_KEYS, load_estimator, save_estimator
 
 
 @pytest.mark.parametrize(
@@ -87,12 +86,16 @@ def test_storage_round_trip_gives_identical_predictions(key: str, tmp_path) -> N
 
 def test_a_stored_estimator_with_a_key_outside_the_allowlist_is_not_loaded(tmp_path) -> None:
     (tmp_path / "estimator.json").write_text(json.dumps({"key": "evil", "format": "skops"}))
-    with pytest.raises(EstimatorNotAllowed):
+    with pytest.raises(ValueError, match="unknown estimator 'evil'"):
         load_estimator(tmp_path)
 
 
+def test_the_model_package_loads_every_allowlisted_estimator() -> None:
+    assert set(ESTIMATORS) == STORED_ESTIMATOR_KEYS
+
+
 def test_small_lightgbm_batches_predict_the_same_on_one_thread(tmp_path) -> None:
-    from valuation.training import SINGLE_THREAD_MAX_ROWS, _predict_small_batches_single_threaded
+    from valuation.model_runtime.fitted import SINGLE_THREAD_MAX_ROWS, _predict_small_batches_single_threaded
 
     rng = np.random.default_rng(1)
     features = rng.random((SINGLE_THREAD_MAX_ROWS + 10, 3))

@@ -11,7 +11,7 @@ from mlflow.exceptions import MlflowException
 from steps.main import run_pipeline
 from valuation.config import PROJECT_ROOT
 from valuation.data_checks import DataError
-from valuation.pyfunc import EXAMPLE_ROW
+from valuation.model_runtime.schema import EXAMPLE_ROW
 from valuation.registry import alias_history, alias_version
 
 MODEL = "property_friends_best_model"

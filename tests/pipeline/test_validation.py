@@ -9,8 +9,13 @@ import pandas as pd
 import pytest
 
 from valuation.config import load_config
-from valuation.schema import EXAMPLE_ROW
-from valuation.validation import SMALL_FRAME_MAX_ROWS, FieldError, RowValidationError, ValidationRules
+from valuation.model_runtime.schema import EXAMPLE_ROW
+from valuation.model_runtime.validation import (
+    SMALL_FRAME_MAX_ROWS,
+    FieldError,
+    RowValidationError,
+    ValidationRules,
+)
 
 GOOD_ROW = dict(EXAMPLE_ROW)
 

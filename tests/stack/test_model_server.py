@@ -28,8 +28,8 @@ from tests.stack.conftest import (
     supervisor_settings,
 )
 from valuation.config import load_config
-from valuation.pyfunc import EXAMPLE_ROW
-from valuation.validation import ValidationRules
+from valuation.model_runtime.schema import EXAMPLE_ROW
+from valuation.model_runtime.validation import ValidationRules
 
 PAYLOAD = {"inputs": [EXAMPLE_ROW]}
 SWITCH_DEADLINE_S = 60.0  # the contract: a moved champion is served within a minute

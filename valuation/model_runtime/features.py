@@ -7,7 +7,7 @@ Two encodings:
 * ``engineered`` is the production encoding: zero areas become "unknown" (NaN, which gradient
   boosting routes on its own), area ratios, coordinates rotated so that trees can cut along
   diagonals, and distances to the city's price landmarks. None of its columns derives from the
-  target. It also carries, when configured, the similar-listings index (valuation.neighbours):
+  target. It also carries, when configured, the similar-listings index (valuation.model_runtime.neighbours):
   the k-NN price that valuation.training blends with the estimator's price.
 
 ``transform`` works on plain numpy columns (the output of ``ValidationRules.validate_frame``) with
@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from valuation.neighbours import KM_PER_DEG_LAT, KM_PER_DEG_LON, SimilarListings
-from valuation.schema import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES
+from .neighbours import KM_PER_DEG_LAT, KM_PER_DEG_LON, SimilarListings
+from .schema import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES
 
 KINDS = ("raw", "engineered")
 ENCODER_FILE = "encoder.json"

@@ -13,7 +13,6 @@ NUMERIC_FEATURES: tuple[str, ...] = (
 )
 FEATURES: tuple[str, ...] = CATEGORICAL_FEATURES + NUMERIC_FEATURES
 AREA_FEATURES: tuple[str, ...] = ("net_usable_area", "net_area")
-COUNT_FEATURES: tuple[str, ...] = ("n_rooms", "n_bathroom")
 TARGET = "price"
 
 # The specification's example property: the logged model's input example, the API's /docs example.

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from valuation.schema import AREA_FEATURES, CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES
+from .schema import AREA_FEATURES, CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES
 
 MAX_REPORTED_ERRORS = 50  # enough to fix a batch, small enough for one response
 SMALL_FRAME_MAX_ROWS = 16  # up to here rows are read as one object matrix (see _feature_values)
