@@ -162,9 +162,11 @@ def child_env(**values: str) -> dict[str, str]:
     return {**env, "PYTHONPATH": str(PROJECT_ROOT), **values}
 
 
-def run_pipeline_in_child(tracking_uri: str, workdir: Path, overrides: list[str]) -> dict[str, Any]:
+def run_pipeline_in_child(tracking_uri: str, workdir: Path, overrides: list[str],
+                          **env: str) -> dict[str, Any]:
     """`steps.main.run_pipeline(overrides)` in a child interpreter (MLflow's global state stays
-    out of the test process); returns the PipelineResult as a dict."""
+    out of the test process), with `env` added to its environment; returns the PipelineResult as
+    a dict."""
     script = textwrap.dedent(
         """
         import dataclasses, json, sys
@@ -173,9 +175,9 @@ def run_pipeline_in_child(tracking_uri: str, workdir: Path, overrides: list[str]
         print("RESULT=" + json.dumps(dataclasses.asdict(result)))
         """
     )
-    env = child_env(MLFLOW_TRACKING_URI=tracking_uri)
     done = subprocess.run([sys.executable, "-c", script, json.dumps(overrides)], cwd=workdir,
-                          env=env, capture_output=True, text=True, timeout=900)
+                          env=child_env(MLFLOW_TRACKING_URI=tracking_uri, **env),
+                          capture_output=True, text=True, timeout=900)
     marker = [line for line in done.stdout.splitlines() if line.startswith("RESULT=")]
     if done.returncode != 0 or not marker:
         raise RuntimeError(f"pipeline failed ({done.returncode}):\n{done.stderr[-3000:]}")
