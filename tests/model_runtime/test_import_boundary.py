@@ -3,31 +3,16 @@ in the model's requirements: never the rest of the project, Hydra or the trainin
 
 from __future__ import annotations
 
-import ast
 import sys
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
+from tests.helpers.imports import imports_in
 from valuation.packaging import RUNTIME_DIR, model_requirements
 
 # Project packages and training/serving-side libraries the model runtime must never need.
 FORBIDDEN = {"valuation", "serving", "steps", "bench", "tests", "hydra", "omegaconf", "pandera",
              "sqlalchemy", "psycopg2", "fastapi", "redis", "rq", "hvac", "structlog", "typer"}
-
-
-def absolute_imports(directory: Path) -> list[tuple[str, int, str]]:
-    """(file, line, top-level module) for every absolute import in every module, nested ones too."""
-    found = []
-    for path in sorted(directory.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            else:
-                continue
-            found += [(path.name, node.lineno, name.partition(".")[0]) for name in names]
-    return found
 
 
 def undeclared_imports(directory: Path, requirements: list[str]) -> list[str]:
@@ -36,8 +21,9 @@ def undeclared_imports(directory: Path, requirements: list[str]) -> list[str]:
     pinned = {line.partition("==")[0].lower() for line in requirements}
     providers = packages_distributions()
     problems = []
-    for file, line, module in absolute_imports(directory):
-        if module in sys.stdlib_module_names or module in ("__future__", directory.name):
+    for found in imports_in(directory):
+        file, line, module = found.file.name, found.line, found.top
+        if found.level or module in sys.stdlib_module_names or module in ("__future__", directory.name):
             continue
         if module in FORBIDDEN:
             problems.append(f"{file}:{line} imports {module}, which the model must not need")
@@ -50,7 +36,7 @@ def test_every_module_shipped_in_the_model_imports_only_what_its_requirements_pi
     requirements = list(model_requirements())
     assert undeclared_imports(RUNTIME_DIR, requirements) == []
     # The walk sees every module that ships, lazy imports inside functions included.
-    modules = {module for _, _, module in absolute_imports(RUNTIME_DIR)}
+    modules = {found.top for found in imports_in(RUNTIME_DIR) if not found.level}
     assert {"mlflow", "numpy", "pandas", "scipy", "skops", "lightgbm", "pydantic"} <= modules
 
 
