@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import pytest
+
+from valuation.config import load_config
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,3 +55,24 @@ def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+@pytest.fixture
+def make_cfg() -> Callable[..., object]:
+    """Compose the pipeline config with Hydra overrides, e.g. make_cfg("data=sample")."""
+    return lambda *overrides: load_config(list(overrides))
+
+
+@pytest.fixture
+def write_csv(tmp_path: Path) -> Callable[[str, pd.DataFrame | str], Path]:
+    """Write a frame (or raw text) to tmp_path/name and return the path."""
+
+    def write(name: str, content: pd.DataFrame | str) -> Path:
+        path = tmp_path / name
+        if isinstance(content, pd.DataFrame):
+            content.to_csv(path, index=False)
+        else:
+            path.write_text(content)
+        return path
+
+    return write

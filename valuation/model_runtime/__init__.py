@@ -4,5 +4,5 @@ listings, estimator storage, the pyfunc and its entry file.
 This package is the model's only `code_paths`. In a deployed model it is imported as the top-level
 package `model_runtime`, in an environment built from the model's own requirements.txt, so its
 modules import each other relatively and import nothing from the rest of `valuation`, from serving,
-steps or Hydra (tests/model_runtime checks both).
+steps or Hydra (tests/valuation/model_runtime checks both).
 """

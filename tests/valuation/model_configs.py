@@ -1,4 +1,4 @@
-"""Helpers for the modelling tests."""
+"""Model configurations for the training tests."""
 
 from __future__ import annotations
 

@@ -1,40 +1,20 @@
-"""Fixtures for the data tests: config composition, CSV files, a real PostgreSQL table."""
+"""Fixtures for the library tests: small synthetic listings (never the client's data), and a real
+PostgreSQL table."""
 
 from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from valuation.config import load_config
+from valuation.model_runtime.schema import FEATURES, TARGET
 from valuation.synthetic import generate_frame
 
 PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture
-def make_cfg() -> Callable[..., object]:
-    """Compose the pipeline config with Hydra overrides, e.g. make_cfg("data=sample")."""
-    return lambda *overrides: load_config(list(overrides))
-
-
-@pytest.fixture
-def write_csv(tmp_path: Path) -> Callable[[str, pd.DataFrame | str], Path]:
-    """Write a frame (or raw text) to tmp_path/name and return the path."""
-
-    def write(name: str, content: pd.DataFrame | str) -> Path:
-        path = tmp_path / name
-        if isinstance(content, pd.DataFrame):
-            content.to_csv(path, index=False)
-        else:
-            path.write_text(content)
-        return path
-
-    return write
 
 
 @pytest.fixture
@@ -65,3 +45,22 @@ def pg_table(pg_engine) -> Iterator[tuple[str, pd.DataFrame]]:
     yield name, frame
     with pg_engine.begin() as connection:
         connection.execute(sa.text(f'DROP TABLE IF EXISTS "{name}"'))
+
+
+@pytest.fixture(scope="module")
+def listings() -> pd.DataFrame:
+    """600 clean synthetic listings, with a few zero areas as the real data has."""
+    frame = generate_frame(600, seed=3)
+    frame.loc[[5, 17], "net_usable_area"] = 0.0
+    frame.loc[[9, 17], "net_area"] = 0.0
+    return frame
+
+
+@pytest.fixture(scope="module")
+def features(listings: pd.DataFrame) -> pd.DataFrame:
+    return listings[list(FEATURES)]
+
+
+@pytest.fixture(scope="module")
+def prices(listings: pd.DataFrame) -> np.ndarray:
+    return listings[TARGET].to_numpy(dtype=np.float64)

@@ -17,7 +17,7 @@ import mlflow
 import pytest
 
 from tests.api.support import free_port, wait_for
-from tests.model_runtime.conftest import MODEL_NAME, PortableRegistry
+from tests.valuation.model_runtime.conftest import MODEL_NAME, PortableRegistry
 from valuation.model_runtime.schema import EXAMPLE_ROW
 
 pytestmark = pytest.mark.slow

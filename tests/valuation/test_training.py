@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from tests.model.support import small_lgbm_config
+from tests.valuation.model_configs import small_lgbm_config
 from valuation.estimators import EstimatorNotAllowed
 from valuation.metrics import METRIC_NAMES, regression_metrics
 from valuation.model_runtime.features import frame_columns
