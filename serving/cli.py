@@ -21,7 +21,9 @@ from typing import NoReturn
 import structlog
 import typer
 
-from serving.keys import ApiKeyStore, InvalidOwner, KeyStoreError, build_key_store
+from serving.keys.factory import build_key_store
+from serving.keys.records import InvalidOwner
+from serving.keys.store import ApiKeyStore, KeyStoreError
 from serving.logging import configure_logging
 from serving.roles import Role
 from serving.settings import get_settings, mlflow_tracking_uri

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from serving.api.schemas import SPEC_BEST_MODEL_BODY, SPEC_PREDICT_BODY, SPEC_TRAIN_BODY
-from serving.keys import VaultKeyStore
+from serving.keys.vault_store import VaultKeyStore
 from serving.vault import VaultCredentials, VaultSession
 from tests.api.support import queue_length
 from tests.helpers.bao import BaoServer, start_bao

@@ -11,7 +11,8 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from serving.cli import app
-from serving.keys import build_key_store, hash_key
+from serving.keys.factory import build_key_store
+from serving.keys.records import hash_key
 from serving.settings import get_settings
 from serving.vault_init import bootstrap, write_credentials
 from tests.conftest import free_port

@@ -8,20 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from serving.keys import (
+from serving.keys.env_store import EnvKeyStore
+from serving.keys.factory import build_key_store
+from serving.keys.records import (
     BOOTSTRAP_OWNER,
-    EnvKeyStore,
     InvalidOwner,
     KeyRecord,
-    KeyStoreError,
-    KeyStoreReadOnly,
-    build_key_store,
     generate_key,
     hash_key,
     key_id_of,
     match_key,
     validate_owner,
 )
+from serving.keys.store import KeyStoreError, KeyStoreReadOnly
 from serving.vault import VaultCredentials, VaultError, vault_url
 from valuation.config import load_config
 

@@ -9,14 +9,9 @@ import time
 import hvac
 import pytest
 
-from serving.keys import (
-    BOOTSTRAP_OWNER,
-    InvalidOwner,
-    VaultKeyStore,
-    build_key_store,
-    hash_key,
-    key_id_of,
-)
+from serving.keys.factory import build_key_store
+from serving.keys.records import BOOTSTRAP_OWNER, InvalidOwner, hash_key, key_id_of
+from serving.keys.vault_store import VaultKeyStore
 from serving.roles import UnknownRole
 from serving.vault import VaultCredentials, VaultSession
 
@@ -155,7 +150,7 @@ def test_start_loads_and_close_stops_the_refresher(bao, keys_path) -> None:
     try:
         assert store.verify(key) == record
         assert store.verify("boot").owner == BOOTSTRAP_OWNER
-        thread = store._periodic
+        thread = store._cache._periodic
         assert thread is not None and thread.is_alive()
     finally:
         store.close()
