@@ -130,7 +130,7 @@ def _open_audit_log(settings: DictConfig, stack: AsyncExitStack) -> Any:
 
 
 def _open_redis(settings: DictConfig, stack: AsyncExitStack) -> Any:
-    from serving.jobs import redis_connection
+    from serving.jobs.queue import redis_connection
 
     connection = redis_connection(settings)
     stack.callback(connection.close)

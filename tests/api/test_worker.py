@@ -14,7 +14,7 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
-from serving.jobs import fetch_job
+from serving.jobs.queue import fetch_job
 from tests.api.support import child_env, wait_for
 
 
