@@ -38,6 +38,8 @@ def clean_vault_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[None]
     for name in VAULT_ENV:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AUDIT_LOG_PATH", str(tmp_path / "audit.jsonl"))  # the CLI's audit trail
+    # No `make stack` of this checkout is seen unless a test writes one's state here.
+    monkeypatch.setenv("STACK_STATE_DIR", str(tmp_path / "stack"))
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()

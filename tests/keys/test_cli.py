@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from serving.cli import app
+from serving.cli.main import app
 from serving.keys.factory import build_key_store
 from serving.keys.records import hash_key
 from serving.settings import get_settings
