@@ -2,15 +2,14 @@
 
 A verification costs no round trip: keys are matched against the cached table. The table is read
 again
-- every `refresh_s` in a background thread (skipped while a read of any kind is younger), so a
-  revoked key is refused within `refresh_s` while Vault answers;
+- when it is `refresh_s` old, by a background thread, so a revoked key is refused within
+  `refresh_s` while Vault answers (a request that finds it older starts that read itself);
 - at once when a request brings a well-formed key the table does not hold (a key created a moment
-  ago works on its first request), at most once per `refresh_s`, so a flood of unknown keys costs
-  Vault one read per interval, not one per request;
-- in the background when a request finds the table older than `refresh_s` (the periodic thread
-  was late, e.g. Vault was slow).
+  ago works on its first request), at most once per `refresh_s`: a flood of unknown keys costs
+  Vault one read per interval beside the periodic one, not one per request.
 When Vault stops answering, the cached table keeps working until it is `cache_ttl_s` old; then
 `KeyStoreUnavailable` (fail closed: the proxy answers 503 rather than trusting stale keys).
+A table's age counts from the moment its read began.
 """
 
 from __future__ import annotations
@@ -71,11 +70,12 @@ class KeyTableCache:
         with self._refresh_lock:
             return self._read()
 
-    def remember(self, table: KeyTable) -> KeyTable:
-        """Take `table` as the current one (what a write just stored)."""
+    def remember(self, table: KeyTable, read_at: float | None = None) -> KeyTable:
+        """Take `table` as the current one, as of `read_at` (default now: what a write just
+        stored)."""
         with self._lock:
             self._table = table
-            self._loaded_at = self._clock()
+            self._loaded_at = self._clock() if read_at is None else read_at
         return table
 
     def usable(self) -> KeyTable | None:
@@ -150,7 +150,7 @@ class KeyTableCache:
             if age < self._refresh_s:  # a miss or a write read it meanwhile
                 delay = self._refresh_s - age
                 continue
-            self._refresh_quietly()
+            self._refresh_if_stale()
             delay = self._refresh_s
 
     def _refresh_in_background(self) -> None:
@@ -158,14 +158,19 @@ class KeyTableCache:
             if self._background_refresh is not None and self._background_refresh.is_alive():
                 return
             self._background_refresh = threading.Thread(
-                target=self._refresh_quietly, name="api-key-refresh-once", daemon=True
+                target=self._refresh_if_stale, name="api-key-refresh-once", daemon=True
             )
             self._background_refresh.start()
 
-    def _refresh_quietly(self) -> None:
-        # Logged where it was raised; the cache serves until its TTL.
-        with contextlib.suppress(KeyStoreError):
-            self.refresh()
+    def _refresh_if_stale(self) -> None:
+        """Read the table unless a read that ended while waiting made it fresh (the periodic
+        thread and a request's background read meet here). Failures are logged where they are
+        raised; the cache serves until its TTL."""
+        with self._refresh_lock, contextlib.suppress(KeyStoreError):
+            with self._lock:
+                fresh = self._table is not None and self._age() < self._refresh_s
+            if not fresh:
+                self._read()
 
     # -- internals ----------------------------------------------------------------------------
     def _refresh_blocking(self) -> KeyTable:
@@ -186,13 +191,14 @@ class KeyTableCache:
 
     def _read(self) -> KeyTable:
         """Caller holds _refresh_lock."""
+        started = self._clock()
         try:
             table = self._load()
         except KeyStoreUnavailable:
             with self._lock:
                 self._last_failure_at = self._clock()
             raise
-        return self.remember(table)
+        return self.remember(table, read_at=started)
 
     def _age(self) -> float:
         return self._clock() - self._loaded_at
