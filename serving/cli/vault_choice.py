@@ -38,7 +38,7 @@ class VaultChoice:
     def describe(self) -> str:
         """One line for stderr saying which Vault is used."""
         if self.url is None:
-            return f"using no Vault ({self.origin}): only the key in API_KEY is known"
+            return f"using no Vault: {self.origin}; only the key in API_KEY is known"
         return f"using Vault at {self.url} ({self.origin})"
 
 
