@@ -116,9 +116,9 @@ def _env(name: str) -> str | None:
 class VaultSession:
     """An authenticated hvac client that logs in lazily and keeps its token fresh.
 
-    A token is replaced (or renewed) when less than `vault.token_renew_fraction` of its lifetime
-    is left, at least `vault.token_renew_min_margin_s` before it expires, never earlier than half
-    way through its life (conf/serving.yaml).
+    A token is replaced (or renewed) when less than `renew_fraction` of its lifetime is left, at
+    least `renew_min_margin_s` before it expires, never earlier than half way through its life
+    (both default to conf/serving.yaml's `vault.token_renew_*`).
     """
 
     def __init__(
@@ -128,16 +128,23 @@ class VaultSession:
         *,
         timeout_s: float,
         approle_mount: str = "approle",
+        renew_fraction: float | None = None,
+        renew_min_margin_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        vault = get_settings().vault
+        configured = get_settings().vault
         self.url = url
         self._credentials = credentials
         self._timeout_s = timeout_s
         self._approle_mount = approle_mount
         self._clock = clock
-        self._renew_fraction = float(vault.token_renew_fraction)
-        self._renew_min_margin_s = float(vault.token_renew_min_margin_s)
+        self._renew_fraction = float(
+            configured.token_renew_fraction if renew_fraction is None else renew_fraction
+        )
+        self._renew_min_margin_s = float(
+            configured.token_renew_min_margin_s if renew_min_margin_s is None
+            else renew_min_margin_s
+        )
         self._lock = threading.RLock()
         self._client: hvac.Client | None = None
         self._expires_at: float | None = None  # None: the token does not expire
@@ -153,6 +160,8 @@ class VaultSession:
             VaultCredentials.from_env(approle_file=vault.get("approle_file")),
             timeout_s=float(vault.timeout_s),
             approle_mount=vault.approle_mount,
+            renew_fraction=float(vault.token_renew_fraction),
+            renew_min_margin_s=float(vault.token_renew_min_margin_s),
         )
 
     # -- public -----------------------------------------------------------------------------

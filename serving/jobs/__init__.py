@@ -10,8 +10,9 @@ RQ only ever imports the fixed job function: a request chooses parameters, never
 stored with RQ's JSON serializer, so nothing read back from Redis is unpickled.
 """
 
-# The job function is stored with each job under this package's name (queue.TRAINING_JOB), the
-# name it has had since before the package was split: jobs queued by an older proxy still run.
+# Each job stores the name of its function, which the worker imports: `serving.jobs.run_training`
+# (queue.TRAINING_JOB) is a stable name, so jobs already queued keep running when the code moves
+# between modules.
 from serving.jobs.training import run_training
 
 __all__ = ["run_training"]

@@ -65,7 +65,9 @@ class VaultKeyStore:
         self._session = session
         self._mount = kv_mount
         self._path = keys_path
-        self._write_attempts = int(write_attempts or configured.write_attempts)
+        self._write_attempts = int(
+            configured.write_attempts if write_attempts is None else write_attempts
+        )
         self._bootstrap_key = bootstrap_key or None
         self._bootstrap_written = False
         self._cache = KeyTableCache(
@@ -74,7 +76,7 @@ class VaultKeyStore:
             refresh_s=refresh_s,
             cache_ttl_s=cache_ttl_s,
             failure_backoff_s=session.timeout_s,
-            close_wait_s=float(close_wait_s or configured.close_wait_s),
+            close_wait_s=float(configured.close_wait_s if close_wait_s is None else close_wait_s),
             clock=clock,
         )
 

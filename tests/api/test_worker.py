@@ -87,8 +87,7 @@ def _processes_of_run(run_id: str) -> list[int]:
 
 
 def test_the_stored_job_name_is_the_training_function() -> None:
-    # Jobs store their function's name, which the worker imports; it is the package's name, so
-    # jobs queued before serving/jobs was split into modules still run.
+    # Jobs store their function's name, which the worker imports: the package's stable name.
     assert TRAINING_JOB == "serving.jobs.run_training"
     assert import_attribute(TRAINING_JOB) is run_training
 
