@@ -72,10 +72,11 @@ class KeyTableCache:
 
     def remember(self, table: KeyTable, read_at: float | None = None) -> KeyTable:
         """Take `table` as the current one, as of `read_at` (default now: what a write just
-        stored)."""
+        stored), unless the cached one is newer (a write that ended during a slower read)."""
         with self._lock:
-            self._table = table
-            self._loaded_at = self._clock() if read_at is None else read_at
+            as_of = self._clock() if read_at is None else read_at
+            if as_of >= self._loaded_at:
+                self._table, self._loaded_at = table, as_of
         return table
 
     def usable(self) -> KeyTable | None:
