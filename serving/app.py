@@ -113,7 +113,7 @@ def _use_tracking_uri(uri: str, stack: AsyncExitStack) -> None:
 
 
 async def _start_key_store(settings: DictConfig, stack: AsyncExitStack) -> Any:
-    from serving.keys import build_key_store
+    from serving.keys.factory import build_key_store
 
     store = build_key_store(settings)
     await run_in_threadpool(store.start)
@@ -130,7 +130,7 @@ def _open_audit_log(settings: DictConfig, stack: AsyncExitStack) -> Any:
 
 
 def _open_redis(settings: DictConfig, stack: AsyncExitStack) -> Any:
-    from serving.jobs import redis_connection
+    from serving.jobs.queue import redis_connection
 
     connection = redis_connection(settings)
     stack.callback(connection.close)

@@ -20,15 +20,13 @@ from urllib.parse import urlsplit
 import hvac
 import requests
 from hvac import exceptions as hvac_errors
+from omegaconf import DictConfig
 
 from serving.logging import get_logger
+from serving.settings import get_settings
 
 log = get_logger(__name__)
 T = TypeVar("T")
-
-# Refresh a token when less than this share of its lifetime is left (and at least a few seconds).
-RENEW_AT_REMAINING_FRACTION = 0.2
-RENEW_MIN_MARGIN_S = 5.0
 
 
 class VaultError(Exception):
@@ -116,7 +114,12 @@ def _env(name: str) -> str | None:
 
 
 class VaultSession:
-    """An authenticated hvac client that logs in lazily and keeps its token fresh."""
+    """An authenticated hvac client that logs in lazily and keeps its token fresh.
+
+    A token is replaced (or renewed) when less than `renew_fraction` of its lifetime is left, at
+    least `renew_min_margin_s` before it expires, never earlier than half way through its life
+    (both default to conf/serving.yaml's `vault.token_renew_*`).
+    """
 
     def __init__(
         self,
@@ -125,18 +128,41 @@ class VaultSession:
         *,
         timeout_s: float,
         approle_mount: str = "approle",
+        renew_fraction: float | None = None,
+        renew_min_margin_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        configured = get_settings().vault
         self.url = url
         self._credentials = credentials
         self._timeout_s = timeout_s
         self._approle_mount = approle_mount
         self._clock = clock
+        self._renew_fraction = float(
+            configured.token_renew_fraction if renew_fraction is None else renew_fraction
+        )
+        self._renew_min_margin_s = float(
+            configured.token_renew_min_margin_s if renew_min_margin_s is None
+            else renew_min_margin_s
+        )
         self._lock = threading.RLock()
         self._client: hvac.Client | None = None
         self._expires_at: float | None = None  # None: the token does not expire
         self._ttl_s = 0.0
         self._renewable = False
+
+    @classmethod
+    def from_settings(cls, vault: DictConfig) -> VaultSession:
+        """The session the `vault` section of the settings describes (credentials from env or
+        `vault.approle_file`)."""
+        return cls(
+            vault_url(vault.addr, vault.port),
+            VaultCredentials.from_env(approle_file=vault.get("approle_file")),
+            timeout_s=float(vault.timeout_s),
+            approle_mount=vault.approle_mount,
+            renew_fraction=float(vault.token_renew_fraction),
+            renew_min_margin_s=float(vault.token_renew_min_margin_s),
+        )
 
     # -- public -----------------------------------------------------------------------------
     @property
@@ -197,7 +223,7 @@ class VaultSession:
             return False
         # A share of the lifetime, at least a few seconds, but never more than half of it.
         margin = min(
-            max(RENEW_MIN_MARGIN_S, RENEW_AT_REMAINING_FRACTION * self._ttl_s), self._ttl_s / 2
+            max(self._renew_min_margin_s, self._renew_fraction * self._ttl_s), self._ttl_s / 2
         )
         return self._clock() >= self._expires_at - margin
 
@@ -312,9 +338,9 @@ def update_document(
     mount: str,
     path: str,
     change: Callable[[dict[str, Any]], dict[str, Any] | None],
-    attempts: int = 5,
+    attempts: int,
 ) -> dict[str, Any]:
-    """Read-modify-write with check-and-set, retried on conflicts.
+    """Read-modify-write with check-and-set, tried up to `attempts` times on conflicts.
 
     `change` gets a copy of the current document and returns the new one, or None to leave the
     secret untouched. Returns the document as stored afterwards.

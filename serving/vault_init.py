@@ -28,7 +28,8 @@ import structlog
 from hvac import exceptions as hvac_errors
 from omegaconf import DictConfig
 
-from serving.keys import hash_key, key_id_of, seed_admin_key
+from serving.keys.records import hash_key, key_id_of
+from serving.keys.vault_store import seed_admin_key
 from serving.logging import configure_logging, get_logger
 from serving.settings import get_settings, secret
 from serving.vault import (
@@ -121,7 +122,7 @@ def bootstrap(
 
     seeded = None
     if api_key:
-        seed_admin_key(session, kv_mount, keys_path, api_key)
+        seed_admin_key(session, kv_mount, keys_path, api_key, int(vault.write_attempts))
         seeded = key_id_of(hash_key(api_key))
     log.info(
         "vault_bootstrapped",
@@ -180,14 +181,15 @@ def write_credentials(result: BootstrapResult, path: str | os.PathLike[str]) -> 
     return target
 
 
-def wait_until_ready(addr: str, timeout_s: float, probe_timeout_s: float = 2.0) -> None:
-    """Wait until Vault answers its health endpoint unsealed (compose starts both together)."""
+def wait_until_ready(addr: str, timeout_s: float, vault: DictConfig) -> None:
+    """Wait until Vault answers its health endpoint unsealed (compose starts both together),
+    probing every `vault.init_poll_s`, each probe bounded by `vault.timeout_s`."""
     deadline = time.monotonic() + timeout_s
-    probe = VaultSession(addr, VaultCredentials(), timeout_s=probe_timeout_s)
+    probe = VaultSession(addr, VaultCredentials(), timeout_s=float(vault.timeout_s))
     while not probe.healthy():
         if time.monotonic() >= deadline:
             raise VaultUnavailable(f"Vault at {addr} not ready after {timeout_s:.0f} s")
-        time.sleep(0.5)
+        time.sleep(float(vault.init_poll_s))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--addr", help="Vault URL (default: VAULT_ADDR + VAULT_PORT)")
     parser.add_argument(
-        "--wait", type=float, default=30.0, help="seconds to wait for Vault to be ready"
+        "--wait", type=float, help="seconds to wait for Vault to be ready (vault.init_wait_s)"
     )
     args = parser.parse_args(argv)
     configure_logging()
@@ -208,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
 
     settings = get_settings()
+    wait_s = args.wait if args.wait is not None else float(settings.vault.init_wait_s)
     raw_addr = args.addr or settings.vault.addr
     root_token = secret("VAULT_TOKEN") or secret("VAULT_DEV_ROOT_TOKEN")
     if not raw_addr:
@@ -218,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         addr = vault_url(raw_addr, None if args.addr else settings.vault.port)
-        wait_until_ready(addr, args.wait)
+        wait_until_ready(addr, wait_s, settings.vault)
         result = bootstrap(addr, root_token, api_key=secret("API_KEY"), settings=settings)
     except (VaultError, hvac_errors.VaultError) as exc:
         print(f"error: {exc}", file=sys.stderr)

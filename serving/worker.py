@@ -25,13 +25,8 @@ import sys
 
 from rq import Worker
 
-from serving.jobs import (
-    SERIALIZER,
-    fail_abandoned_jobs,
-    record_error,
-    redis_connection,
-    training_queue,
-)
+from serving.jobs.abandoned import fail_abandoned_jobs, record_error
+from serving.jobs.queue import SERIALIZER, redis_connection, training_queue
 from serving.logging import configure_logging, get_logger
 from serving.settings import get_settings
 
@@ -76,7 +71,7 @@ class TrainingWorker(Worker):
     def handle_warm_shutdown_request(self) -> None:
         super().handle_warm_shutdown_request()
         if self.horse_pid:
-            # The job turns SIGTERM into a clean cancel of its run (serving.jobs).
+            # The job turns SIGTERM into a clean cancel of its run (serving/jobs/training.py).
             log.warning("cancelling_running_training", horse_pid=self.horse_pid)
             with contextlib.suppress(ProcessLookupError):  # the horse just ended
                 os.kill(self.horse_pid, signal.SIGTERM)

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import Request
 
 from serving.api.observability import request_id_of
-from serving.keys import KeyRecord
+from serving.keys.records import KeyRecord
 
 
 def audit(

@@ -22,7 +22,8 @@ from fastapi.security import APIKeyHeader
 
 from serving.api.audit import audit, error_detail
 from serving.api.errors import api_error
-from serving.keys import NOT_CACHED, KeyRecord, KeyStoreUnavailable
+from serving.keys.records import KeyRecord
+from serving.keys.store import NOT_CACHED, KeyStoreUnavailable
 from serving.logging import get_logger
 from serving.ratelimit import RateLimitUnavailable
 from serving.roles import Capability, role_allows

@@ -22,7 +22,7 @@ from serving.api.schemas import (
     ErrorResponse,
     ModelsResponse,
 )
-from serving.keys import KeyRecord
+from serving.keys.records import KeyRecord
 from serving.logging import get_logger
 from serving.roles import Capability
 from valuation.registry import (

@@ -23,7 +23,7 @@ from serving.api.auth import require
 from serving.api.errors import api_error, field_errors
 from serving.api.observability import request_id_of
 from serving.api.schemas import ErrorResponse, PredictRequest, PredictResponse
-from serving.keys import KeyRecord
+from serving.keys.records import KeyRecord
 from serving.logging import get_logger
 from serving.roles import Capability
 from serving.upstream import UpstreamAnswer, UpstreamTimeout, UpstreamUnavailable

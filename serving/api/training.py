@@ -20,8 +20,9 @@ from serving.api.schemas import (
     TrainRequest,
 )
 from serving.api.train_request import TrainRequestError, to_training_parameters
-from serving.jobs import describe_job, enqueue_training, fetch_job, training_queue
-from serving.keys import KeyRecord
+from serving.jobs.queue import enqueue_training, fetch_job, training_queue
+from serving.jobs.status import describe_job
+from serving.keys.records import KeyRecord
 from serving.logging import get_logger
 from serving.roles import Capability
 

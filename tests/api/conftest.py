@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from redis import Redis
 
 from serving.app import create_app
-from serving.keys import EnvKeyStore
+from serving.keys.env_store import EnvKeyStore
 from serving.model_server import ModelServerSupervisor
 from tests.api.support import (
     TINY_PIPELINE,

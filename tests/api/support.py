@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from redis import Redis
 from rq import Queue
 
-from serving.jobs import SERIALIZER
+from serving.jobs.queue import SERIALIZER
 from serving.model_server import ServedModel
 from valuation.config import PROJECT_ROOT, load_config
 from valuation.model_runtime.validation import ValidationRules

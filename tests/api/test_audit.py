@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from serving.api.schemas import SPEC_BEST_MODEL_BODY, SPEC_PREDICT_BODY, SPEC_TRAIN_BODY
 from serving.audit import AuditLog
-from serving.cli import app as cli
-from serving.keys import build_key_store, hash_key
+from serving.cli.main import app as cli
+from serving.keys.factory import build_key_store
+from serving.keys.records import hash_key
 from serving.settings import get_settings
 from tests.api.support import FixedSupervisor
 from tests.helpers.bao import start_bao

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from serving.api.schemas import SPEC_BEST_MODEL_BODY, SPEC_PREDICT_BODY, SPEC_TRAIN_BODY
-from serving.keys import VaultKeyStore
+from serving.keys.records import generate_key
+from serving.keys.vault_store import VaultKeyStore
 from serving.vault import VaultCredentials, VaultSession
 from tests.api.support import queue_length
 from tests.helpers.bao import BaoServer, start_bao
@@ -104,6 +105,24 @@ def test_roles_limit_what_a_key_may_do(make_client, bao, redis_conn, api_setting
         assert queue_length(redis_conn, api_settings) == before + 1
     finally:
         store.close()
+
+
+def test_a_key_created_after_the_proxy_started_works_on_its_first_request(
+    make_client, bao
+) -> None:
+    keys_path = f"api-tests/{uuid.uuid4().hex}"
+    proxy_store = _vault_store(bao, keys_path=keys_path)  # refresh_s=15: no periodic read in time
+    operator = _vault_store(bao, keys_path=keys_path)  # what `valuation keys create` uses
+    try:
+        client = make_client(key_store=proxy_store)
+        key, _ = operator.create("api-test-newcomer", "train")
+        first = client.get("/job_status/nothing", headers={"X-API-Key": key})
+        assert first.status_code == 404, first.text  # past auth: the job is what is unknown
+        made_up = client.get("/job_status/nothing", headers={"X-API-Key": generate_key()})
+        assert made_up.status_code == 401
+    finally:
+        operator.close()
+        proxy_store.close()
 
 
 @pytest.mark.slow

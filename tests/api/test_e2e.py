@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from serving.api.schemas import SPEC_PREDICT_BODY, SPEC_TRAIN_BODY
-from serving.keys import hash_key, key_id_of
+from serving.keys.records import hash_key, key_id_of
 from tests.api.support import child_env, free_port, purge_queue, wait_for
 
 pytestmark = pytest.mark.slow

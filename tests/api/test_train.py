@@ -12,7 +12,7 @@ from rq import Queue
 
 from serving.api.overrides import split_overrides
 from serving.api.schemas import SPEC_TRAIN_BODY
-from serving.jobs import SERIALIZER, fetch_job
+from serving.jobs.queue import SERIALIZER, fetch_job
 from tests.api.support import free_port, queue_length
 from valuation.config import load_config
 

@@ -13,8 +13,10 @@ from pathlib import Path
 import psutil
 import pytest
 from mlflow import MlflowClient
+from rq.utils import import_attribute
 
-from serving.jobs import fetch_job
+from serving.jobs.queue import TRAINING_JOB, fetch_job
+from serving.jobs.training import run_training
 from tests.api.support import child_env, wait_for
 
 
@@ -82,6 +84,12 @@ def _processes_of_run(run_id: str) -> list[int]:
         if f"MLFLOW_RUN_ID={run_id}".encode() in environ.split(b"\0"):
             found.append(int(entry.name))
     return found
+
+
+def test_the_stored_job_name_is_the_training_function() -> None:
+    # Jobs store their function's name, which the worker imports: the package's stable name.
+    assert TRAINING_JOB == "serving.jobs.run_training"
+    assert import_attribute(TRAINING_JOB) is run_training
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from serving.app import create_app
-from serving.keys import EnvKeyStore
+from serving.keys.env_store import EnvKeyStore
 from tests.api.support import TEST_SECTORS, FixedSupervisor, make_rules, serving_settings
 from valuation.model_runtime.schema import FEATURES
 from valuation.model_runtime.validation import FieldError, RowValidationError

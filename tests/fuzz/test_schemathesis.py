@@ -25,7 +25,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from serving.app import create_app
-from serving.keys import EnvKeyStore
+from serving.keys.env_store import EnvKeyStore
 from tests.api.support import FixedSupervisor, purge_queue, serving_settings
 
 ADMIN_KEY = f"pv_fuzz_{secrets.token_urlsafe(24)}"

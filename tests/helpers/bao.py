@@ -8,6 +8,8 @@
 
 The dev server keeps everything in memory: a stopped server forgets its data, so tests that
 need Vault "back" after an outage start a new one on the same port (`server.restart()`).
+`start_bao(tmp_path, audit_log=path)` has the server write its audit log (every request it
+answered, as JSON lines) to `path`; OpenBao enables audit devices from its configuration only.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class BaoServer:
     process: subprocess.Popen
     port: int
     log_path: Path
+    config_path: Path | None = None
 
     def stop(self) -> None:
         """Terminate the server for real and wait until the port is closed."""
@@ -54,14 +57,17 @@ class BaoServer:
     def restart(self) -> BaoServer:
         """A fresh dev server (empty) on the same port and root token; returns self."""
         self.stop()
-        self.process = _spawn(self.port, self.root_token, self.log_path)
+        self.process = _spawn(self.port, self.root_token, self.log_path, self.config_path)
         _wait_healthy(self)
         return self
 
 
-def _spawn(port: int, root_token: str, log_path: Path) -> subprocess.Popen:
+def _spawn(
+    port: int, root_token: str, log_path: Path, config_path: Path | None
+) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
     log = log_path.open("ab")
+    config = [f"-config={config_path}"] if config_path else []
     return subprocess.Popen(
         [
             bao_binary(),
@@ -70,6 +76,7 @@ def _spawn(port: int, root_token: str, log_path: Path) -> subprocess.Popen:
             "-dev-no-store-token",  # keep ~/.vault-token untouched: other processes share $HOME
             f"-dev-root-token-id={root_token}",
             f"-dev-listen-address=127.0.0.1:{port}",
+            *config,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -97,17 +104,26 @@ def _wait_healthy(server: BaoServer) -> None:
     raise RuntimeError(f"bao did not become healthy within {STARTUP_TIMEOUT_S} s")
 
 
-def start_bao(tmp_path: Path, port: int | None = None) -> BaoServer:
+def start_bao(
+    tmp_path: Path, port: int | None = None, audit_log: Path | None = None
+) -> BaoServer:
     """Start `bao server -dev` on a free loopback port with a random root token."""
     port = port or _free_port()
     token = f"root-{secrets.token_hex(12)}"
     log_path = Path(tmp_path) / f"bao-{port}.log"
+    config_path = None
+    if audit_log is not None:
+        config_path = Path(tmp_path) / f"bao-{port}.hcl"
+        config_path.write_text(
+            f'audit "file" "test" {{\n  options {{\n    file_path = "{audit_log}"\n  }}\n}}\n'
+        )
     server = BaoServer(
         addr=f"http://127.0.0.1:{port}",
         root_token=token,
-        process=_spawn(port, token, log_path),
+        process=_spawn(port, token, log_path, config_path),
         port=port,
         log_path=log_path,
+        config_path=config_path,
     )
     _wait_healthy(server)
     return server

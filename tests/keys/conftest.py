@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from omegaconf import DictConfig
@@ -28,9 +29,16 @@ VAULT_ENV = (
 
 @pytest.fixture(scope="session")
 def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaoServer]:
-    server = start_bao(tmp_path_factory.mktemp("bao"))
+    directory = tmp_path_factory.mktemp("bao")
+    server = start_bao(directory, audit_log=directory / "audit.jsonl")
     yield server
     server.stop()
+
+
+@pytest.fixture
+def vault_audit_log(bao: BaoServer) -> Path:
+    """The session server's audit log: every request it answered, one JSON line each."""
+    return bao.log_path.parent / "audit.jsonl"
 
 
 @pytest.fixture(autouse=True)
@@ -38,6 +46,8 @@ def clean_vault_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[None]
     for name in VAULT_ENV:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AUDIT_LOG_PATH", str(tmp_path / "audit.jsonl"))  # the CLI's audit trail
+    # No `make stack` of this checkout is seen unless a test writes one's state here.
+    monkeypatch.setenv("STACK_STATE_DIR", str(tmp_path / "stack"))
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()

@@ -4,14 +4,18 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from serving.cli import app
-from serving.keys import build_key_store, hash_key
+from serving.cli.main import app
+from serving.keys.factory import build_key_store
+from serving.keys.records import hash_key
 from serving.settings import get_settings
 from serving.vault_init import bootstrap, write_credentials
 from tests.conftest import free_port
@@ -115,6 +119,91 @@ def test_keys_with_approle_file(bao, monkeypatch, tmp_path) -> None:
     created = invoke("keys", "create", "--owner", "via-approle", "--role", "admin")
     assert created.exit_code == 0, created.output
     assert build_key_store(get_settings()).verify(created.stdout.split()[-1]).role == "admin"
+
+
+# -- which Vault: VAULT_ADDR, else the running `make stack` of this checkout -----------------------
+def write_stack_state(state_dir: Path, *, pid: int, vault: str, approle_file: Path) -> None:
+    """What a running `make stack` keeps in its state directory (serving/stack.py, stack.json)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "stack.json").write_text(json.dumps({
+        "pid": pid,
+        "endpoints": {"mlflow": "http://127.0.0.1:5000", "vault": vault,
+                      "proxy": "http://127.0.0.1:8000"},
+        "parts": {},
+        "approle_file": str(approle_file),
+    }))
+
+
+@pytest.fixture
+def stack_dir() -> Path:
+    """STACK_STATE_DIR as the autouse fixture sets it."""
+    return Path(os.environ["STACK_STATE_DIR"])
+
+
+def running_stack(bao, stack_dir: Path, pid: int) -> None:
+    """A stack's Vault bootstrapped as `make stack` does it, its state written with `pid`."""
+    result = bootstrap(bao.addr, bao.root_token, settings=get_settings())
+    approle = write_credentials(result, stack_dir / "vault-approle.json")
+    write_stack_state(stack_dir, pid=pid, vault=bao.addr, approle_file=approle)
+
+
+def test_keys_use_the_running_stacks_vault_and_say_so(bao, stack_dir, monkeypatch) -> None:
+    running_stack(bao, stack_dir, pid=os.getpid())  # this process plays the running stack
+    created = invoke("keys", "create", "--owner", "stack-user", "--role", "predict")
+    assert created.exit_code == 0, created.output
+    assert created.stderr.strip() == (
+        f"using Vault at {bao.addr} (the running `make stack`, {stack_dir / 'stack.json'})"
+    )
+    key = created.stdout.split()[-1]
+    listed = invoke("keys", "list")
+    assert listed.exit_code == 0 and hash_key(key)[:12] in listed.stdout
+    assert f"using Vault at {bao.addr}" in listed.stderr
+
+    monkeypatch.setenv("VAULT_ADDR", bao.addr)  # the same Vault, asked directly
+    monkeypatch.setenv("VAULT_TOKEN", bao.root_token)
+    get_settings.cache_clear()
+    assert build_key_store(get_settings()).verify(key).owner == "stack-user"
+
+
+def test_vault_addr_wins_over_a_running_stack(vault_env, stack_dir) -> None:
+    gone = f"http://127.0.0.1:{free_port()}"  # nothing listens: using it would fail
+    write_stack_state(stack_dir, pid=os.getpid(), vault=gone, approle_file=stack_dir / "none")
+    created = invoke("keys", "create", "--owner", "env-user", "--role", "predict")
+    assert created.exit_code == 0, created.output
+    assert created.stderr.strip() == f"using Vault at {vault_env.addr} (VAULT_ADDR)"
+
+
+def test_keys_with_a_stopped_stack_say_what_to_do(bao, stack_dir) -> None:
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    running_stack(bao, stack_dir, pid=ended.pid)
+    result = invoke("keys", "create", "--owner", "late", "--role", "predict")
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "is not running" in lines[0] and f"pid {ended.pid}" in lines[0]
+    assert "start `make stack`" in lines[0] and "export VAULT_ADDR" in lines[0]
+    assert "pv_" not in result.stdout
+
+
+def test_keys_without_vault_or_stack_say_what_to_export(stack_dir) -> None:
+    for args in (("keys", "create", "--owner", "a", "--role", "admin"), ("keys", "revoke", "x")):
+        result = invoke(*args)
+        assert result.exit_code == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith(f"error: cannot {args[1]} API keys without Vault")
+        assert str(stack_dir / "stack.json") in lines[0]
+        assert "start `make stack`" in lines[0]
+        assert "export VAULT_ADDR and VAULT_APPROLE_FILE" in lines[0]
+
+
+def test_an_unreadable_stack_state_is_an_error(stack_dir) -> None:
+    stack_dir.mkdir(parents=True)
+    (stack_dir / "stack.json").write_text('{"pid": 1}')
+    result = invoke("keys", "list")
+    assert result.exit_code == 1
+    assert "does not say where the stack's Vault is" in result.stderr
 
 
 # -- promote and status -------------------------------------------------------------------------

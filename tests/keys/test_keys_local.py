@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from serving.keys import (
+from serving.keys.cache import KeyTableCache
+from serving.keys.env_store import EnvKeyStore
+from serving.keys.factory import build_key_store
+from serving.keys.records import (
     BOOTSTRAP_OWNER,
-    EnvKeyStore,
     InvalidOwner,
     KeyRecord,
-    KeyStoreError,
-    KeyStoreReadOnly,
-    build_key_store,
     generate_key,
     hash_key,
     key_id_of,
     match_key,
     validate_owner,
 )
+from serving.keys.store import KeyStoreError, KeyStoreReadOnly
 from serving.vault import VaultCredentials, VaultError, vault_url
 from valuation.config import load_config
 
@@ -152,3 +154,25 @@ def test_credentials_file_must_exist_and_hold_both_ids(tmp_path: Path) -> None:
     broken.write_text('{"role_id": "only"}')
     with pytest.raises(VaultError, match="role_id and secret_id"):
         VaultCredentials.from_approle_file(broken)
+
+
+def test_a_read_that_began_before_a_write_does_not_replace_what_the_write_stored() -> None:
+    # The cache's source is a plain function here: the race needs a read held open on purpose.
+    old_table = {hash_key("pv_old"): KeyRecord("old", "a", "predict", "2026-01-01T00:00:00")}
+    new_table = {**old_table, hash_key("pv_new"): KeyRecord("new", "b", "predict", "2026-01-02")}
+    reading, release = threading.Event(), threading.Event()
+
+    def slow_read() -> dict:
+        reading.set()
+        release.wait(5)
+        return old_table
+
+    cache = KeyTableCache(slow_read, source="test", refresh_s=1.0, cache_ttl_s=10.0,
+                          failure_backoff_s=1.0, close_wait_s=1.0, clock=time.monotonic)
+    reader = threading.Thread(target=cache.refresh)
+    reader.start()
+    assert reading.wait(5)
+    cache.remember(new_table)  # a create ended while the read was under way
+    release.set()
+    reader.join(5)
+    assert cache.usable() == new_table

@@ -12,7 +12,8 @@ import hvac
 import pytest
 from hvac import exceptions as hvac_errors
 
-from serving.keys import VaultKeyStore, hash_key
+from serving.keys.records import hash_key
+from serving.keys.vault_store import VaultKeyStore
 from serving.vault import VaultCredentials, VaultError, VaultSession
 from serving.vault_init import bootstrap, keys_policy, write_credentials
 from tests.helpers.bao import BaoServer, vault_settings

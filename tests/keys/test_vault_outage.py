@@ -12,7 +12,8 @@ import time
 import pytest
 from omegaconf import OmegaConf
 
-from serving.keys import NOT_CACHED, KeyStoreUnavailable, VaultKeyStore
+from serving.keys.store import NOT_CACHED, KeyStoreUnavailable
+from serving.keys.vault_store import VaultKeyStore
 from serving.vault import VaultCredentials, VaultSession
 from serving.vault_init import bootstrap
 from tests.helpers.bao import start_bao, vault_settings
@@ -61,7 +62,7 @@ def test_outage_serves_cache_until_ttl_then_fails_closed_then_recovers(tmp_path)
         assert store.verify(key) == record
         assert store.verify("boot-key").role == "admin"
         assert store.verify("not-a-key") is None
-        refresher = store._background_refresh  # the refresh that verify started, failing now
+        refresher = store._cache._background_refresh  # the refresh that verify started, failing now
         assert refresher is not None
         refresher.join(timeout=5)
 

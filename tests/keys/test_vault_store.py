@@ -9,14 +9,17 @@ import time
 import hvac
 import pytest
 
-from serving.keys import (
+from serving.keys.factory import build_key_store
+from serving.keys.records import (
     BOOTSTRAP_OWNER,
     InvalidOwner,
-    VaultKeyStore,
-    build_key_store,
+    generate_key,
     hash_key,
+    is_well_formed,
     key_id_of,
 )
+from serving.keys.store import NOT_CACHED
+from serving.keys.vault_store import VaultKeyStore
 from serving.roles import UnknownRole
 from serving.vault import VaultCredentials, VaultSession
 
@@ -155,8 +158,105 @@ def test_start_loads_and_close_stops_the_refresher(bao, keys_path) -> None:
     try:
         assert store.verify(key) == record
         assert store.verify("boot").owner == BOOTSTRAP_OWNER
-        thread = store._periodic
+        thread = store._cache._periodic
         assert thread is not None and thread.is_alive()
     finally:
         store.close()
     assert not thread.is_alive()
+
+
+# -- keys unknown to the cached table: new keys at once, floods cheap, revocations quick ----------
+def answer_of(store: VaultKeyStore, key: str):
+    """What the proxy's auth dependency gets: from memory, or from `verify` when memory says
+    the answer needs Vault (serving/api/auth.py)."""
+    record = store.verify_cached(key)
+    return store.verify(key) if record is NOT_CACHED else record
+
+
+def key_table_reads(audit_log, keys_path) -> int:
+    """Reads of the key table the Vault server answered, counted from its audit log."""
+    reads = 0
+    for line in audit_log.read_text().splitlines():
+        entry = json.loads(line)
+        request = entry.get("request") or {}
+        if (entry.get("type") == "response" and request.get("operation") == "read"
+                and request.get("path") == f"secret/data/{keys_path}"):
+            reads += 1
+    return reads
+
+
+def test_only_generated_keys_are_well_formed() -> None:
+    assert is_well_formed(generate_key())
+    for other in ("", "pv_", "pv_short", generate_key() + "x", "xx" + generate_key()[2:], "boot"):
+        assert not is_well_formed(other), other
+
+
+def test_a_key_created_after_start_is_accepted_on_its_first_request(bao, keys_path) -> None:
+    proxy = make_store(bao, keys_path, refresh_s=30.0)  # no periodic read during the test
+    proxy.start()
+    try:
+        key, record = make_store(bao, keys_path).create("newcomer", "predict")  # the CLI
+        assert proxy.verify_cached(key) is NOT_CACHED  # a well-formed miss: Vault is asked
+        assert answer_of(proxy, key) == record
+        assert proxy.verify_cached(key) == record  # and from memory afterwards
+    finally:
+        proxy.close()
+
+
+def test_a_flood_of_unknown_keys_reads_vault_once_per_interval(
+    bao, keys_path, vault_audit_log
+) -> None:
+    interval = 0.5
+    proxy = make_store(bao, keys_path, cache_ttl_s=5.0, refresh_s=interval)
+    proxy.start()
+    try:
+        before = key_table_reads(vault_audit_log, keys_path)
+        started = time.monotonic()
+        answers = []
+
+        def flood() -> None:
+            for _ in range(100):
+                answers.append(answer_of(proxy, generate_key()))
+                time.sleep(0.02)
+
+        threads = [threading.Thread(target=flood) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.monotonic() - started
+        reads = key_table_reads(vault_audit_log, keys_path) - before
+    finally:
+        proxy.close()
+    assert len(answers) == 400 and not any(answers)
+    # Per interval one read for the misses and the periodic one (plus one of each that may
+    # straddle the end of the flood); 400 unthrottled misses would be 400 reads.
+    assert 1 <= reads <= 2 * (elapsed / interval + 1), (reads, elapsed)
+
+
+def test_malformed_keys_never_read_vault(bao, keys_path, vault_audit_log) -> None:
+    proxy = make_store(bao, keys_path, refresh_s=30.0)
+    proxy.refresh()
+    before = key_table_reads(vault_audit_log, keys_path)
+    for guess in ("admin", "pv_guess", "x" * 46):
+        assert proxy.verify_cached(guess) is None
+        assert proxy.verify(guess) is None
+    assert key_table_reads(vault_audit_log, keys_path) == before
+
+
+def test_a_revoked_key_is_refused_within_the_interval(bao, keys_path) -> None:
+    interval = 0.5
+    slack = 0.5  # one key-table read on a busy machine
+    cli = make_store(bao, keys_path)
+    proxy = make_store(bao, keys_path, cache_ttl_s=5.0, refresh_s=interval)
+    proxy.start()
+    try:
+        key, record = cli.create("leaver", "predict")
+        assert answer_of(proxy, key) == record
+        cli.revoke(record.key_id)
+        revoked_at = time.monotonic()
+        while answer_of(proxy, key) is not None:
+            assert time.monotonic() - revoked_at < interval + slack, "revoked key still accepted"
+            time.sleep(0.02)
+    finally:
+        proxy.close()

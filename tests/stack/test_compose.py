@@ -7,6 +7,7 @@ environment names must be ones the code reads, ports must agree, secrets must be
 from __future__ import annotations
 
 import ast
+import importlib
 import re
 from pathlib import Path
 
@@ -137,6 +138,22 @@ def test_worker_and_vault_init_run_existing_modules(services):
         words = command_words(services[name])
         assert words[:3] == ["python", "-m", module], name
         assert module_defines(module), f"{module} has no __main__ entry point"
+
+
+def test_python_healthchecks_import_what_the_code_has(services):
+    checked = 0
+    for name, service in services.items():
+        test = service.get("healthcheck", {}).get("test") or []
+        if "python" not in test:
+            continue
+        program = ast.parse(test[test.index("-c") + 1])
+        for node in ast.walk(program):
+            if isinstance(node, ast.ImportFrom) and node.module.startswith("serving"):
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    assert hasattr(module, alias.name), f"{name}: {node.module}.{alias.name}"
+                checked += 1
+    assert checked, "no healthcheck program imports the project's code"
 
 
 def test_proxy_reads_the_approle_file_vault_init_writes(services):

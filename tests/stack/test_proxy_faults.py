@@ -20,7 +20,7 @@ from redis import Redis
 
 from serving.api.schemas import SPEC_PREDICT_BODY
 from serving.app import create_app
-from serving.keys import EnvKeyStore
+from serving.keys.env_store import EnvKeyStore
 from tests.api.support import purge_queue, serving_settings, wait_for
 from tests.conftest import free_port
 from tests.stack.conftest import set_champion, supervisor_settings

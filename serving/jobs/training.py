@@ -1,10 +1,7 @@
-"""Training jobs: put on Redis by the proxy, executed by `python -m serving.worker`.
-
-The one job function, `run_training`, runs the Project's `main` entry point through MLflow
-Projects (the same command `make train` runs), copies the pipeline's progress file into the job's
-meta while it runs, and returns what the parent run recorded. RQ only ever imports this fixed
-function: a request chooses parameters, never code. Jobs are stored with RQ's JSON serializer, so
-nothing read back from Redis is unpickled.
+"""The training job, executed by the worker: `run_training` runs the Project's `main` entry point
+through MLflow Projects (the same command `make train` runs), copies the pipeline's progress file
+into the job's meta while it runs, and returns what the parent run recorded. A run outlives
+neither a timeout, nor a SIGTERM, nor the death of its worker or work horse (serving/run_guard.py).
 """
 
 from __future__ import annotations
@@ -12,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -25,23 +21,20 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
-from redis import Redis
-from rq import Queue, get_current_job
-from rq.job import Job, JobStatus
-from rq.serializers import JSONSerializer
+from rq import get_current_job
+from rq.job import Job
 
 from serving import run_guard
+from serving.jobs.output import CapturedOutput, tail_lines
 from serving.logging import get_logger
-from serving.settings import get_settings, mlflow_tracking_uri, secret
+from serving.settings import get_settings, mlflow_tracking_uri
 from valuation.config import PROJECT_ROOT
 from valuation.progress import PROGRESS_FILE_ENV
 
-log = get_logger("serving.jobs")
+log = get_logger(__name__)
 
 ENTRY_POINT = "main"
 OUTPUT_ARTIFACT = "training_output.log"
-SERIALIZER = JSONSerializer
-_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failed|Cancelled)\b")
 
 
 class TrainingFailed(RuntimeError):
@@ -54,160 +47,6 @@ class TrainingCancelled(RuntimeError):
 
 class WorkerLost(RuntimeError):
     """The worker process that forked this work horse died while the training ran."""
-
-
-# --- connections and the queue -----------------------------------------------------------------
-
-
-def redis_connection(settings: DictConfig | None = None, *, blocking: bool = False) -> Redis:
-    """A Redis client from settings (password from env REDIS_PASSWORD).
-
-    `blocking=True` is for the worker: its dequeue blocks on Redis for minutes, so it must not
-    have the short socket timeout the proxy uses to fail fast.
-    """
-    settings = settings if settings is not None else get_settings()
-    return Redis(
-        host=settings.redis.host,
-        port=int(settings.redis.port),
-        db=int(settings.redis.db),
-        password=secret("REDIS_PASSWORD"),
-        socket_timeout=None if blocking else float(settings.redis.socket_timeout_s),
-        socket_connect_timeout=float(settings.redis.socket_timeout_s),
-        health_check_interval=30,
-    )
-
-
-def training_queue(connection: Redis, settings: DictConfig | None = None) -> Queue:
-    settings = settings if settings is not None else get_settings()
-    return Queue(settings.jobs.queue, connection=connection, serializer=SERIALIZER)
-
-
-def enqueue_training(
-    queue: Queue,
-    *,
-    model: str,
-    overrides: str,
-    experiment_name: str,
-    submitted_by: str,
-    settings: DictConfig | None = None,
-) -> Job:
-    """Put one training on the queue; its timeout and result TTL come from settings."""
-    settings = settings if settings is not None else get_settings()
-    return queue.enqueue_call(
-        run_training,
-        kwargs={"model": model, "overrides": overrides, "experiment_name": experiment_name},
-        timeout=int(settings.jobs.job_timeout_s),
-        result_ttl=int(settings.jobs.result_ttl_s),
-        failure_ttl=int(settings.jobs.result_ttl_s),
-        description=f"train model={model or '(default)'} experiment={experiment_name}",
-        meta={
-            "submitted_by": submitted_by,
-            "progress": {"step": "queued", "fraction": 0.0, "message": "waiting for a worker"},
-        },
-    )
-
-
-def fetch_job(connection: Redis, job_id: str) -> Job | None:
-    from rq.exceptions import NoSuchJobError
-
-    try:
-        return Job.fetch(job_id, connection=connection, serializer=SERIALIZER)
-    except NoSuchJobError:
-        return None
-
-
-def describe_job(job: Job) -> dict[str, Any]:
-    """The job as /job_status reports it (status, progress, and the run's outcome).
-
-    A job still `started` whose worker stopped sending heartbeats is failed here as abandoned,
-    so a status never stays `started` because its worker died and none was started again.
-    """
-    status = job.get_status(refresh=False)
-    if status == JobStatus.STARTED and job.id in fail_abandoned_jobs(
-            Queue(job.origin, connection=job.connection, serializer=SERIALIZER)):
-        job.refresh()
-        status = job.get_status(refresh=False)
-    meta = job.meta or {}
-    described: dict[str, Any] = {
-        "job_id": job.id,
-        "status": status.value if isinstance(status, JobStatus) else str(status),
-        "progress": meta.get("progress"),
-        "run_id": meta.get("run_id"),
-        "metrics": {},
-        "version": None,
-        "champion_moved": None,
-        "validated": None,
-        "error": None,
-        "enqueued_at": _iso(job.enqueued_at),
-        "started_at": _iso(job.started_at),
-        "ended_at": _iso(job.ended_at),
-    }
-    if status == JobStatus.FINISHED:
-        result = job.return_value() or {}
-        for key in ("run_id", "metrics", "version", "champion_moved", "validated"):
-            if key in result:
-                described[key] = result[key]
-    elif status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
-        described["error"] = meta.get("error") or _exception_message(job)
-    return described
-
-
-def fail_abandoned_jobs(queue: Queue) -> list[str]:
-    """Fail the jobs of `queue` left `started` by a worker that died; returns their ids.
-
-    The worker refreshes a running job's heartbeat every `jobs.heartbeat_interval_s`; once it is
-    `jobs.heartbeat_grace_s` late the worker is taken for dead (killed with its horse, lost
-    host) and the job fails with a message saying so. RQ's own cleanup then moves it to the failed
-    registry (it would retry a job with retries left; training jobs have none). Called by /job_status
-    and by every worker's maintenance, so it happens even when no worker is left.
-    """
-    registry = queue.started_job_registry
-    cutoff = time.time()  # the same for RQ's cleanup below, so it moves exactly these jobs
-    expired = registry.get_expired_job_ids(cutoff)
-    if not expired:
-        return []
-    abandoned = []
-    for job_id in expired:
-        job = fetch_job(queue.connection, job_id)
-        if job is None or job.get_status(refresh=False) != JobStatus.STARTED:
-            continue
-        beat = _iso(job.last_heartbeat) or "never"
-        record_error(job, f"the worker {job.worker_name or '(unknown)'} running this training "
-                          f"stopped sending heartbeats (last at {beat}): it was killed or lost its "
-                          "host, so the training was abandoned")
-        abandoned.append(job_id)
-        log.warning("abandoned_job_failed", job_id=job_id, worker=job.worker_name,
-                    run_id=(job.meta or {}).get("run_id"), last_heartbeat=beat)
-    registry.cleanup(cutoff)
-    return abandoned
-
-
-def record_error(job: Job, message: str) -> None:
-    """Put the reason of a failure in the job's meta (re-read first: the horse wrote it last)."""
-    meta = job.get_meta(refresh=True)
-    if not meta.get("error"):
-        meta["error"] = message
-        job.save_meta()
-
-
-def _exception_message(job: Job) -> str | None:
-    """The last "SomeError: message" line of the job's traceback (never the whole trace)."""
-    result = job.latest_result()
-    text = getattr(result, "exc_string", None) if result is not None else None
-    if not text:
-        return None
-    lines = text.strip().splitlines()
-    for line in reversed(lines):
-        if _EXCEPTION_LINE.match(line):
-            return line
-    return lines[-1]
-
-
-def _iso(moment: Any) -> str | None:
-    return moment.isoformat() if moment is not None else None
-
-
-# --- the job -----------------------------------------------------------------------------------
 
 
 def run_training(model: str, overrides: str, experiment_name: str) -> dict[str, Any]:
@@ -379,14 +218,6 @@ def _failure_message(run_id: str, outcome: dict[str, Any], output_file: Path,
     )
 
 
-def tail_lines(path: Path, count: int) -> str:
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no output captured)"
-    return "\n".join(lines[-count:]) or "(no output)"
-
-
 def _attach_output(run_id: str, output_file: Path) -> None:
     """Keep the run's console output with the run, for whoever investigates it later."""
     from mlflow import MlflowClient
@@ -435,46 +266,3 @@ def _cancel_on_sigterm() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-class CapturedOutput:
-    """Send this process's stdout/stderr (and so the run's subprocesses') to a file, forwarding
-    it to the original streams as it grows: the worker's log still shows the training, and a
-    failed job can quote its last lines."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    @property
-    def original_stderr(self) -> int:
-        """The stream the worker logged to before the capture (for helpers that outlive it)."""
-        return self._saved_stderr
-
-    def __enter__(self) -> CapturedOutput:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        self._saved_stdout = os.dup(1)
-        self._saved_stderr = os.dup(2)
-        file_fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.dup2(file_fd, 1)
-        os.dup2(file_fd, 2)
-        os.close(file_fd)
-        self._reader = self.path.open("rb")
-        return self
-
-    def forward(self) -> None:
-        chunk = self._reader.read()
-        if chunk:
-            os.write(self._saved_stdout, chunk)
-
-    def __exit__(self, *exc_info: object) -> None:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        try:
-            self.forward()
-        finally:
-            os.dup2(self._saved_stdout, 1)
-            os.dup2(self._saved_stderr, 2)
-            os.close(self._saved_stdout)
-            os.close(self._saved_stderr)
-            self._reader.close()
