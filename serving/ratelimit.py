@@ -54,12 +54,7 @@ class Rate:
 class Decision:
     allowed: bool
     rate: Rate | None  # None: no limit applies
-    count: int = 0
     retry_after_s: int = 0
-
-    @property
-    def remaining(self) -> int | None:
-        return None if self.rate is None else max(self.rate.limit - self.count, 0)
 
 
 def parse_rate(text: Any) -> Rate | None:
@@ -107,10 +102,6 @@ class RateLimiter:
         return cls(redis, parse_rate(section.per_key), per_role, prefix=str(section.key_prefix),
                    recheck_after_failure_s=float(section.recheck_after_failure_s))
 
-    @property
-    def enabled(self) -> bool:
-        return self.default is not None or any(rate is not None for rate in self.per_role.values())
-
     def rate_for(self, role: str) -> Rate | None:
         return self.per_role.get(role, self.default)
 
@@ -135,7 +126,6 @@ class RateLimiter:
             raise RateLimitUnavailable(self._down_reason) from None
         count = int(count)
         if count <= rate.limit:
-            return Decision(allowed=True, rate=rate, count=count)
+            return Decision(allowed=True, rate=rate)
         window_end = (window + 1) * rate.window_s
-        return Decision(allowed=False, rate=rate, count=count,
-                        retry_after_s=max(1, math.ceil(window_end - now)))
+        return Decision(allowed=False, rate=rate, retry_after_s=max(1, math.ceil(window_end - now)))
