@@ -20,9 +20,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig
 from redis import Redis
 from redis.exceptions import RedisError
+
+from serving.settings import RateLimitSettings
 
 _UNITS = {
     "s": 1, "sec": 1, "second": 1, "seconds": 1,
@@ -96,11 +97,10 @@ class RateLimiter:
         self._down_reason = ""
 
     @classmethod
-    def from_settings(cls, settings: DictConfig, redis: Redis) -> RateLimiter:
-        section = settings.rate_limit
-        per_role = {str(role): parse_rate(rate) for role, rate in (section.per_role or {}).items()}
-        return cls(redis, parse_rate(section.per_key), per_role, prefix=str(section.key_prefix),
-                   recheck_after_failure_s=float(section.recheck_after_failure_s))
+    def from_settings(cls, settings: RateLimitSettings, redis: Redis) -> RateLimiter:
+        per_role = {role: parse_rate(rate) for role, rate in settings.per_role.items()}
+        return cls(redis, parse_rate(settings.per_key), per_role, prefix=settings.key_prefix,
+                   recheck_after_failure_s=settings.recheck_after_failure_s)
 
     def rate_for(self, role: str) -> Rate | None:
         return self.per_role.get(role, self.default)

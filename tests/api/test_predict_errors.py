@@ -151,7 +151,8 @@ def test_model_server_4xx_is_422_with_its_message(fixed_client, auth, fake_model
     fake_model_server.mode = "bad_request"
     answer = fixed_client.post("/predict", json=SPEC_PREDICT_BODY, headers=auth)
     assert answer.status_code == 422
-    assert answer.json()["detail"] == "row 0, field 'sector': rejected"
+    assert answer.json()["detail"] == [
+        {"row": None, "field": None, "message": "row 0, field 'sector': rejected"}]
 
 
 @pytest.mark.parametrize("mode", ["error", "garbage"])
