@@ -81,9 +81,10 @@ class RateLimiter:
         redis: Redis,
         default: Rate | None,
         per_role: Mapping[str, Rate | None] | None = None,
-        prefix: str = "ratelimit",
+        *,
+        prefix: str,
+        recheck_after_failure_s: float,
         clock: Callable[[], float] = time.time,
-        recheck_after_failure_s: float = 2.0,
     ) -> None:
         self.redis = redis
         self.default = default
@@ -92,7 +93,7 @@ class RateLimiter:
         self._clock = clock
         # After a failure Redis is not asked again for a moment: each attempt on a dead Redis
         # costs its connect timeout and retries, which would stall every prediction meanwhile.
-        self.recheck_after_failure_s = float(recheck_after_failure_s)
+        self.recheck_after_failure_s = recheck_after_failure_s
         self._down_until = float("-inf")
         self._down_reason = ""
 
