@@ -73,20 +73,18 @@ class _Strict(BaseModel):
 # --- errors ------------------------------------------------------------------------------------
 
 
-class ErrorResponse(BaseModel):
-    detail: str = Field(description="What was wrong, and what to do about it")
+_REQUEST_ID_EXAMPLE = "4f3c2a9e0b1d4e7f8a6b5c4d3e2f1a0b"
+
+
+class _ErrorBody(BaseModel):
     request_id: str | None = Field(None, description="Quote it when reporting a problem")
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "detail": "invalid API key",
-                    "request_id": "4f3c2a9e0b1d4e7f8a6b5c4d3e2f1a0b",
-                }
-            ]
-        }
-    )
+
+class ErrorResponse(_ErrorBody):
+    detail: str = Field(description="What was wrong, and what to do about it")
+
+    model_config = ConfigDict(json_schema_extra={
+        "examples": [{"detail": "invalid API key", "request_id": _REQUEST_ID_EXAMPLE}]})
 
 
 class FieldErrorDetail(BaseModel):
@@ -98,26 +96,19 @@ class FieldErrorDetail(BaseModel):
     message: str
 
 
-class ValidationErrorResponse(BaseModel):
+class ValidationErrorResponse(_ErrorBody):
     """Every 422: the request's values were refused, each problem named by row and field."""
 
     detail: list[FieldErrorDetail]
-    request_id: str | None = Field(None, description="Quote it when reporting a problem")
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "detail": [
-                        {"row": 0, "field": "sector", "message": "unknown sector 'atlantis'"},
-                        {"row": None, "field": "experiment_config.metric",
-                         "message": "Input should be 'rmse', 'mse', 'mae', 'mape', 'r2' or 'medape'"},
-                    ],
-                    "request_id": "4f3c2a9e0b1d4e7f8a6b5c4d3e2f1a0b",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "detail": [
+            {"row": 0, "field": "sector", "message": "unknown sector 'atlantis'"},
+            {"row": None, "field": "experiment_config.metric",
+             "message": "Input should be 'rmse', 'mse', 'mae', 'mape', 'r2' or 'medape'"},
+        ],
+        "request_id": _REQUEST_ID_EXAMPLE,
+    }]})
 
 
 # --- /health, /ready ---------------------------------------------------------------------------
@@ -189,7 +180,7 @@ class PredictResponse(BaseModel):
                 {
                     "model_name": "property_friends_best_model",
                     "model_version": "3",
-                    "request_id": "4f3c2a9e0b1d4e7f8a6b5c4d3e2f1a0b",
+                    "request_id": _REQUEST_ID_EXAMPLE,
                     "predictions": [21034.7],
                 }
             ]
