@@ -116,6 +116,8 @@ def test_a_predict_key_gets_429_with_retry_after(
     assert limited is not None, f"no 429 within 25 requests at 5/second: {statuses}"
     assert set(statuses[:-1]) == {200} and len(statuses) >= 6
     assert 1 <= int(limited.headers["Retry-After"]) <= 1
+    assert limited.headers["X-RateLimit-Limit"] == "5"
+    assert "X-RateLimit-Remaining" not in limited.headers  # no figure is sent that is not counted
     body = limited.json()
     assert "rate limit" in body["detail"] and "retry in" in body["detail"]
     assert body["request_id"] == limited.headers["X-Request-ID"]
