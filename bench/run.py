@@ -21,7 +21,6 @@ from bench.loadgen import require_wrk
 
 PARTS = ("pyfunc_latency", "serving", "proxy_floor", "soak", "faults", "profile_serving", "batches",
          "training", "quality")
-QUALITY_MODULE = PROJECT_ROOT / "bench" / "quality.py"  # bench/quality.py belongs to the modelling side
 
 
 def part_command(part: str, args) -> list[str]:
@@ -74,9 +73,8 @@ def main() -> None:
             require_wrk()
         except BenchError as error:
             sys.exit(f"bench: {error}")
-    if "quality" in chosen and (args.quick or args.synthetic or not QUALITY_MODULE.is_file()):
-        progress("skipping quality (it trains every model on the real data; not part of a smoke run)"
-                 if QUALITY_MODULE.is_file() else "skipping quality: bench/quality.py is not there yet")
+    if "quality" in chosen and (args.quick or args.synthetic):
+        progress("skipping quality (it trains every model on the real data; not part of a smoke run)")
         chosen.remove("quality")
 
     failed: list[str] = []

@@ -3,10 +3,10 @@ training jobs on Redis/RQ.
 
     uvicorn serving.app:app --host 127.0.0.1 --port 8000
 
-Importing this module builds nothing but the routes: the lifespan starts the model-server
-supervisor, opens one pooled keep-alive HTTP client to the model servers, connects to Redis and
-builds the API-key store, and closes what it opened on shutdown. Tests pass their own
-dependencies to `create_app`.
+Importing this module builds nothing but the routes and the typed settings: the lifespan starts
+the model-server supervisor, opens one pooled keep-alive HTTP client to the model servers,
+connects to Redis and builds the API-key store, and closes what it opened on shutdown. Tests pass
+their own dependencies to `create_app`.
 """
 
 from __future__ import annotations
@@ -22,12 +22,11 @@ from omegaconf import DictConfig
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from serving.api import health, models, predict, training
-from serving.api.deps import tracking_uri_of
 from serving.api.errors import install_exception_handlers
 from serving.api.observability import ProxyMetrics, RequestContextMiddleware
 from serving.logging import configure_logging, get_logger
 from serving.ratelimit import RateLimiter
-from serving.settings import get_settings
+from serving.settings import ServingSettings, get_settings
 from serving.upstream import ModelServerClient
 
 log = get_logger("serving.app")
@@ -56,23 +55,25 @@ def create_app(
     settings: DictConfig | None = None,
     audit_log: Any | None = None,
 ) -> FastAPI:
-    """The proxy app. Dependencies left as None are built (and closed) by the lifespan."""
-    settings = settings if settings is not None else get_settings()
+    """The proxy app. `settings` is the composed conf/serving.yaml (default: `get_settings()`);
+    the handlers get it typed and checked (`ServingSettings`), built here once. Dependencies left
+    as None are built (and closed) by the lifespan."""
+    config = settings if settings is not None else get_settings()
+    typed = ServingSettings.from_config(config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_logging(str(settings.proxy.log_level).upper())
+        configure_logging(typed.proxy.log_level.upper())
         async with AsyncExitStack() as stack:
-            _use_tracking_uri(tracking_uri_of(settings), stack)
-            app.state.key_store = key_store or await _start_key_store(settings, stack)
-            app.state.redis = redis or _open_redis(settings, stack)
-            app.state.rate_limiter = RateLimiter.from_settings(settings, app.state.redis)
-            app.state.audit = audit_log or _open_audit_log(settings, stack)
-            app.state.supervisor = supervisor or await _start_supervisor(settings, stack)
-            app.state.http = await stack.enter_async_context(ModelServerClient(settings))
-            log.info("proxy_started", model=settings.registry.model_name,
-                     queue=settings.jobs.queue, key_store=getattr(app.state.key_store,
-                                                                  "backend", "custom"))
+            _use_tracking_uri(typed.tracking_uri, stack)
+            app.state.key_store = key_store or await _start_key_store(config, stack)
+            app.state.redis = redis or _open_redis(config, stack)
+            app.state.rate_limiter = RateLimiter.from_settings(typed.rate_limit, app.state.redis)
+            app.state.audit = audit_log or _open_audit_log(config, stack)
+            app.state.supervisor = supervisor or await _start_supervisor(config, typed, stack)
+            app.state.http = await stack.enter_async_context(ModelServerClient(typed))
+            log.info("proxy_started", model=typed.registry.model_name, queue=typed.jobs.queue,
+                     key_store=getattr(app.state.key_store, "backend", "custom"))
             yield
             log.info("proxy_stopping")
 
@@ -86,12 +87,13 @@ def create_app(
         # without Content-Type adds no CSRF exposure and keeps bare clients working.
         strict_content_type=False,
     )
-    app.state.settings = settings
+    app.state.settings = typed
+    app.state.serving_config = config
     app.state.metrics = ProxyMetrics()
     install_exception_handlers(app)
     for router in (predict.router, training.router, models.router, health.router):
         app.include_router(router)
-    max_body = int(settings.proxy.max_body_bytes)
+    max_body = typed.proxy.max_body_bytes
     # Inner: cuts a streamed body without Content-Length as it is read (a 413 through our error
     # handler). Outer (added last): ids, logs, metrics, and a JSON 413 for declared sizes.
     app.add_middleware(RequestBodyLimitMiddleware, max_body_size=max_body)
@@ -137,10 +139,12 @@ def _open_redis(settings: DictConfig, stack: AsyncExitStack) -> Any:
     return connection
 
 
-async def _start_supervisor(settings: DictConfig, stack: AsyncExitStack) -> Any:
+async def _start_supervisor(
+    config: DictConfig, typed: ServingSettings, stack: AsyncExitStack
+) -> Any:
     from serving.model_server import ModelServerSupervisor
 
-    supervisor = ModelServerSupervisor(settings, tracking_uri_of(settings))
+    supervisor = ModelServerSupervisor(config, typed.tracking_uri)
     await run_in_threadpool(supervisor.start)
     stack.callback(supervisor.stop)
     return supervisor

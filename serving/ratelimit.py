@@ -20,9 +20,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig
 from redis import Redis
 from redis.exceptions import RedisError
+
+from serving.settings import RateLimitSettings
 
 _UNITS = {
     "s": 1, "sec": 1, "second": 1, "seconds": 1,
@@ -54,12 +55,7 @@ class Rate:
 class Decision:
     allowed: bool
     rate: Rate | None  # None: no limit applies
-    count: int = 0
     retry_after_s: int = 0
-
-    @property
-    def remaining(self) -> int | None:
-        return None if self.rate is None else max(self.rate.limit - self.count, 0)
 
 
 def parse_rate(text: Any) -> Rate | None:
@@ -85,9 +81,10 @@ class RateLimiter:
         redis: Redis,
         default: Rate | None,
         per_role: Mapping[str, Rate | None] | None = None,
-        prefix: str = "ratelimit",
+        *,
+        prefix: str,
+        recheck_after_failure_s: float,
         clock: Callable[[], float] = time.time,
-        recheck_after_failure_s: float = 2.0,
     ) -> None:
         self.redis = redis
         self.default = default
@@ -96,20 +93,15 @@ class RateLimiter:
         self._clock = clock
         # After a failure Redis is not asked again for a moment: each attempt on a dead Redis
         # costs its connect timeout and retries, which would stall every prediction meanwhile.
-        self.recheck_after_failure_s = float(recheck_after_failure_s)
+        self.recheck_after_failure_s = recheck_after_failure_s
         self._down_until = float("-inf")
         self._down_reason = ""
 
     @classmethod
-    def from_settings(cls, settings: DictConfig, redis: Redis) -> RateLimiter:
-        section = settings.rate_limit
-        per_role = {str(role): parse_rate(rate) for role, rate in (section.per_role or {}).items()}
-        return cls(redis, parse_rate(section.per_key), per_role, prefix=str(section.key_prefix),
-                   recheck_after_failure_s=float(section.recheck_after_failure_s))
-
-    @property
-    def enabled(self) -> bool:
-        return self.default is not None or any(rate is not None for rate in self.per_role.values())
+    def from_settings(cls, settings: RateLimitSettings, redis: Redis) -> RateLimiter:
+        per_role = {role: parse_rate(rate) for role, rate in settings.per_role.items()}
+        return cls(redis, parse_rate(settings.per_key), per_role, prefix=settings.key_prefix,
+                   recheck_after_failure_s=settings.recheck_after_failure_s)
 
     def rate_for(self, role: str) -> Rate | None:
         return self.per_role.get(role, self.default)
@@ -135,7 +127,6 @@ class RateLimiter:
             raise RateLimitUnavailable(self._down_reason) from None
         count = int(count)
         if count <= rate.limit:
-            return Decision(allowed=True, rate=rate, count=count)
+            return Decision(allowed=True, rate=rate)
         window_end = (window + 1) * rate.window_s
-        return Decision(allowed=False, rate=rate, count=count,
-                        retry_after_s=max(1, math.ceil(window_end - now)))
+        return Decision(allowed=False, rate=rate, retry_after_s=max(1, math.ceil(window_end - now)))

@@ -69,10 +69,3 @@ def role_allows(role: str, capability: str) -> bool:
         return False
     return wanted in granted
 
-
-def capabilities_of(role: str) -> frozenset[Capability]:
-    """Everything `role` grants (empty for an unknown role)."""
-    try:
-        return ROLE_CAPABILITIES[Role(role)]
-    except ValueError:
-        return frozenset()

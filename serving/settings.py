@@ -2,6 +2,11 @@
 
 Every serving module takes its settings from here, so one file says what can be configured.
 Secrets are never in the YAML: they are read from the environment by `secret()`.
+
+`get_settings()` is the composed config as a DictConfig. The proxy (serving/app.py and its
+handlers) reads `ServingSettings` instead: typed, checked and frozen once at start-up, because
+reading an OmegaConf node on every request costs several microseconds per value and a misspelt or
+mistyped value should stop the start, not a request.
 """
 
 from __future__ import annotations
@@ -9,7 +14,8 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from pydantic import BaseModel, ConfigDict
 
 from valuation.config import load_config, tracking_uri
 
@@ -29,3 +35,63 @@ def secret(name: str) -> str | None:
     """A secret from the environment; empty strings count as unset."""
     value = os.environ.get(name)
     return value or None
+
+
+class _Section(BaseModel):
+    # A section lists what the proxy reads; keys that only other serving modules read stay in
+    # the DictConfig and are ignored here.
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class RegistrySettings(_Section):
+    model_name: str
+    champion_alias: str
+    challenger_alias: str
+
+
+class ProxySettings(_Section):
+    log_level: str
+    max_rows: int
+    max_body_bytes: int
+    upstream_connect_timeout_s: float
+    upstream_max_connections: int
+    upstream_keepalive_s: float
+    ready_timeout_s: float
+    validate_in_thread_rows: int
+    degraded_fallback: bool
+
+
+class RateLimitSettings(_Section):
+    per_key: str | None
+    per_role: dict[str, str | None]
+    key_prefix: str
+    fail_open: frozenset[str]
+    unavailable_log_every_s: float
+    recheck_after_failure_s: float
+
+
+class ModelServerSettings(_Section):
+    request_timeout_s: float
+
+
+class JobsSettings(_Section):
+    queue: str
+    result_ttl_s: int
+
+
+class ServingSettings(_Section):
+    """What the proxy reads, typed. `tracking_uri` is resolved (never null)."""
+
+    registry: RegistrySettings
+    proxy: ProxySettings
+    rate_limit: RateLimitSettings
+    model_server: ModelServerSettings
+    jobs: JobsSettings
+    tracking_uri: str
+
+    @classmethod
+    def from_config(cls, config: DictConfig) -> ServingSettings:
+        values = OmegaConf.to_container(config, resolve=True)
+        return cls.model_validate(
+            {**values, "tracking_uri": config.mlflow.tracking_uri or tracking_uri()}
+        )

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import aiohttp
-from omegaconf import DictConfig
+
+from serving.settings import ServingSettings
 
 
 class UpstreamTimeout(Exception):
@@ -35,15 +36,15 @@ class UpstreamAnswer:
 class ModelServerClient:
     """Keep-alive connections to the model servers, with a connect and a total timeout per call."""
 
-    def __init__(self, settings: DictConfig) -> None:
+    def __init__(self, settings: ServingSettings) -> None:
         proxy = settings.proxy
         self._timeout = aiohttp.ClientTimeout(
-            total=float(settings.model_server.request_timeout_s),
-            sock_connect=float(proxy.upstream_connect_timeout_s),
+            total=settings.model_server.request_timeout_s,
+            sock_connect=proxy.upstream_connect_timeout_s,
         )
         self._connector_args = {
-            "limit": int(proxy.upstream_max_connections),
-            "keepalive_timeout": float(proxy.upstream_keepalive_s),
+            "limit": proxy.upstream_max_connections,
+            "keepalive_timeout": proxy.upstream_keepalive_s,
         }
         self._session: aiohttp.ClientSession | None = None
 

@@ -19,6 +19,15 @@ from omegaconf import DictConfig  # noqa: E402
 from steps.common import load_step_config, run_cli, split_overrides, step_parser  # noqa: E402
 from valuation.metrics import LOWER_IS_BETTER, regression_metrics  # noqa: E402
 from valuation.model_runtime.schema import FEATURES, TARGET  # noqa: E402
+from valuation.names import (  # noqa: E402
+    EVALUATE_STEP,
+    FAILED_THRESHOLDS_TAG,
+    MODEL_URI_TAG,
+    STEP_TAG,
+    TEST_URI_TAG,
+    VALIDATED_TAG,
+    evaluation_metric,
+)
 from valuation.progress import report  # noqa: E402
 
 PROGRESS_START, PROGRESS_END = 0.75, 0.9
@@ -37,8 +46,7 @@ def run(cfg: DictConfig, model_uri: str, test_uri: str) -> EvaluationResult:
     from valuation.sources import read_artifact_frame
 
     run_id = mlflow.active_run().info.run_id
-    mlflow.set_tags({"valuation.step": "evaluate", "valuation.model_uri": model_uri,
-                     "valuation.test_uri": test_uri})
+    mlflow.set_tags({STEP_TAG: EVALUATE_STEP, MODEL_URI_TAG: model_uri, TEST_URI_TAG: test_uri})
     frame = read_artifact_frame(test_uri)
     report("evaluate", PROGRESS_START, f"scoring {model_uri} on {len(frame)} test rows")
     model = mlflow.pyfunc.load_model(model_uri)
@@ -46,8 +54,8 @@ def run(cfg: DictConfig, model_uri: str, test_uri: str) -> EvaluationResult:
     predicted = np.asarray(model.predict(frame[list(FEATURES)]), dtype=np.float64)
 
     metrics = regression_metrics(truth, predicted)
-    mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
-    mlflow.log_metric("test_rows", len(frame))
+    mlflow.log_metrics({evaluation_metric(k): v for k, v in metrics.items()})
+    mlflow.log_metric(evaluation_metric("rows"), len(frame))
     breakdown = _breakdown(frame, truth, predicted)
     mlflow.log_table(breakdown, artifact_file="evaluation/breakdown.json")
     with tempfile.TemporaryDirectory() as tmp:
@@ -55,9 +63,9 @@ def run(cfg: DictConfig, model_uri: str, test_uri: str) -> EvaluationResult:
 
     failed = _failed_thresholds(metrics, cfg.evaluate.thresholds)
     validated = not failed
-    mlflow.set_tag("valuation.validated", str(validated).lower())
+    mlflow.set_tag(VALIDATED_TAG, str(validated).lower())
     if failed:
-        mlflow.set_tag("valuation.failed_thresholds", ", ".join(failed))
+        mlflow.set_tag(FAILED_THRESHOLDS_TAG, ", ".join(failed))
     verdict = "validated" if validated else f"NOT validated ({', '.join(failed)})"
     report("evaluate", PROGRESS_END,
            f"rmse {metrics['rmse']:.0f}, mae {metrics['mae']:.0f}, r2 {metrics['r2']:.3f}: {verdict}")

@@ -21,6 +21,7 @@ from steps.common import load_step_config, run_cli, split_overrides, step_parser
 from valuation.cleaning import clean
 from valuation.data_checks import DataError
 from valuation.model_runtime.schema import TARGET
+from valuation.names import INGEST_STEP, STEP_TAG
 from valuation.progress import report
 from valuation.sources import Tables, lineage_source, load_tables
 
@@ -45,7 +46,7 @@ def run(cfg: DictConfig) -> IngestResult:
     if active is None:
         raise RuntimeError("steps.ingest.run needs an active MLflow run")
     run_id = active.info.run_id
-    mlflow.set_tag("valuation.step", "ingest")
+    mlflow.set_tag(STEP_TAG, INGEST_STEP)
     report("ingest", PROGRESS_START, f"reading the {cfg.data.source} source")
 
     tables = load_tables(cfg)

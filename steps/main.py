@@ -16,6 +16,17 @@ from omegaconf import OmegaConf
 from steps import evaluate, ingest, register, train
 from steps.common import run_cli, split_overrides
 from valuation.config import configure_mlflow, load_config, tracking_uri
+from valuation.names import (
+    CHAMPION_MOVED_TAG,
+    MAIN_STEP,
+    MODEL_TAG,
+    MODEL_URI_TAG,
+    REGISTER_OUTCOME_TAG,
+    REGISTERED_VERSION_TAG,
+    STEP_TAG,
+    VALIDATED_TAG,
+    evaluation_metric,
+)
 from valuation.progress import report
 
 
@@ -35,7 +46,7 @@ def run_pipeline(overrides: list[str]) -> PipelineResult:
     cfg = load_config(overrides)
     configure_mlflow(cfg)
     with mlflow.start_run(run_name=f"pipeline-{cfg.model.name}") as parent:
-        mlflow.set_tags({"valuation.step": "main", "valuation.model": cfg.model.name})
+        mlflow.set_tags({STEP_TAG: MAIN_STEP, MODEL_TAG: cfg.model.name})
         mlflow.log_param("hydra_overrides", " ".join(overrides)[:6000])
         mlflow.log_text(OmegaConf.to_yaml(cfg), "config.yaml")
         report("main", 0.0, f"pipeline for model {cfg.model.name}, data source {cfg.data.source}")
@@ -50,13 +61,13 @@ def run_pipeline(overrides: list[str]) -> PipelineResult:
             registered = register.run(cfg, trained.model_uri, evaluation.run_id,
                                       force=bool(cfg.registry.register_unvalidated))
 
-        mlflow.log_metrics({f"test_{k}": v for k, v in evaluation.metrics.items()})
+        mlflow.log_metrics({evaluation_metric(k): v for k, v in evaluation.metrics.items()})
         mlflow.set_tags({
-            "valuation.model_uri": trained.model_uri,
-            "valuation.validated": str(evaluation.validated).lower(),
-            "valuation.registered_version": registered.version or "",
-            "valuation.champion_moved": str(registered.champion_moved).lower(),
-            "valuation.register_outcome": registered.reason,
+            MODEL_URI_TAG: trained.model_uri,
+            VALIDATED_TAG: str(evaluation.validated).lower(),
+            REGISTERED_VERSION_TAG: registered.version or "",
+            CHAMPION_MOVED_TAG: str(registered.champion_moved).lower(),
+            REGISTER_OUTCOME_TAG: registered.reason,
         })
         report("main", 1.0, registered.reason)
     return PipelineResult(

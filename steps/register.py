@@ -21,8 +21,28 @@ from steps.common import load_step_config, run_cli, split_overrides, step_parser
 from valuation.config import PROJECT_ROOT
 from valuation.metrics import LOWER_IS_BETTER, regression_metrics
 from valuation.model_runtime.schema import FEATURES, TARGET
+from valuation.names import (
+    CHAMPION_MOVED_TAG,
+    EVALUATION_RUN_ID_TAG,
+    FAILED_THRESHOLDS_TAG,
+    GIT_COMMIT_TAG,
+    MODEL_CONFIG_TAG,
+    MODEL_URI_TAG,
+    REGISTER_OUTCOME_TAG,
+    REGISTER_STEP,
+    REGISTERED_VERSION_TAG,
+    STEP_TAG,
+    TEST_URI_TAG,
+    VALIDATED_TAG,
+    evaluation_metric,
+)
 from valuation.progress import report
-from valuation.registry import alias_version, move_alias, register_version
+from valuation.registry import (
+    alias_version,
+    evaluation_metric_tags,
+    move_alias,
+    register_version,
+)
 
 PROGRESS_START, PROGRESS_END = 0.9, 1.0
 
@@ -37,28 +57,28 @@ class RegisterResult:
 def run(cfg: DictConfig, model_uri: str, evaluation_run_id: str, force: bool = False) -> RegisterResult:
     client = MlflowClient()
     registry = cfg.registry
-    mlflow.set_tag("valuation.step", "register")
+    mlflow.set_tag(STEP_TAG, REGISTER_STEP)
     evaluation = client.get_run(evaluation_run_id)
-    validated = evaluation.data.tags.get("valuation.validated") == "true"
+    validated = evaluation.data.tags.get(VALIDATED_TAG) == "true"
     if not validated and not (force or registry.register_unvalidated):
         reason = ("not registered: the model failed its thresholds "
-                  f"({evaluation.data.tags.get('valuation.failed_thresholds', 'unknown')}); "
+                  f"({evaluation.data.tags.get(FAILED_THRESHOLDS_TAG, 'unknown')}); "
                   "pass force=true (or registry.register_unvalidated=true) to register it anyway")
-        mlflow.set_tag("valuation.register_outcome", reason)
+        mlflow.set_tag(REGISTER_OUTCOME_TAG, reason)
         report("register", PROGRESS_END, reason)
         return RegisterResult(version=None, champion_moved=False, reason=reason)
 
-    test_uri = evaluation.data.tags["valuation.test_uri"]
+    test_uri = evaluation.data.tags[TEST_URI_TAG]
     primary = cfg.evaluate.primary_metric
-    new_score = evaluation.data.metrics[f"test_{primary}"]
+    new_score = evaluation.data.metrics[evaluation_metric(primary)]
     tags = {
-        "valuation.model_uri": model_uri,
-        "valuation.evaluation_run_id": evaluation_run_id,
-        "valuation.validated": str(validated).lower(),
-        "valuation.git_commit": _git_commit(),
-        "valuation.model_config": json.dumps(OmegaConf.to_container(cfg.model), sort_keys=True),
+        MODEL_URI_TAG: model_uri,
+        EVALUATION_RUN_ID_TAG: evaluation_run_id,
+        VALIDATED_TAG: str(validated).lower(),
+        GIT_COMMIT_TAG: _git_commit(),
+        MODEL_CONFIG_TAG: json.dumps(OmegaConf.to_container(cfg.model), sort_keys=True),
         **_data_digests(client, test_uri),
-        **{k: f"{v:.6g}" for k, v in evaluation.data.metrics.items() if k.startswith("test_")},
+        **evaluation_metric_tags(evaluation.data.metrics),
     }
     version = register_version(client, registry.model_name, model_uri, tags,
                                run_id=_run_id_of(model_uri, client))
@@ -82,8 +102,8 @@ def run(cfg: DictConfig, model_uri: str, evaluation_run_id: str, force: bool = F
                       f"than {new_score:.6g}")
     if moved:
         move_alias(client, registry.model_name, registry.champion_alias, version, reason=reason)
-    mlflow.set_tags({"valuation.registered_version": version, "valuation.champion_moved": str(moved).lower(),
-                     "valuation.register_outcome": reason})
+    mlflow.set_tags({REGISTERED_VERSION_TAG: version, CHAMPION_MOVED_TAG: str(moved).lower(),
+                     REGISTER_OUTCOME_TAG: reason})
     report("register", PROGRESS_END, f"version {version}: {reason}")
     return RegisterResult(version=version, champion_moved=moved, reason=reason)
 

@@ -15,6 +15,7 @@ from steps.common import load_step_config, run_cli, split_overrides, step_parser
 from valuation.estimators import get_spec
 from valuation.model_runtime.schema import FEATURES, TARGET
 from valuation.model_runtime.validation import ValidationRules
+from valuation.names import MODEL_URI_TAG, STEP_TAG, TRAIN_STEP, TRAIN_URI_TAG
 from valuation.progress import report
 
 # This step's share of the pipeline's overall progress.
@@ -35,8 +36,7 @@ def run(cfg: DictConfig, train_uri: str) -> TrainResult:
     from valuation.training import cross_validate, fit_model
 
     run_id = mlflow.active_run().info.run_id
-    mlflow.set_tag("valuation.step", "train")
-    mlflow.set_tag("valuation.train_uri", train_uri)
+    mlflow.set_tags({STEP_TAG: TRAIN_STEP, TRAIN_URI_TAG: train_uri})
     frame = read_artifact_frame(train_uri)
     features, target = frame[list(FEATURES)], frame[TARGET].to_numpy(dtype=np.float64)
     model_cfg = cfg.model
@@ -93,7 +93,7 @@ def run(cfg: DictConfig, train_uri: str) -> TrainResult:
     )
     with tempfile.TemporaryDirectory() as workdir:
         info = _log_model(cfg, fitted, rules, Path(workdir))
-    mlflow.set_tag("valuation.model_uri", info.model_uri)
+    mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
     report("train", PROGRESS_END, f"logged {info.model_uri}")
     return TrainResult(
         run_id=run_id, model_uri=info.model_uri, cv_metrics=cv_summary, fit_seconds=fit_seconds

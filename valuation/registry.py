@@ -9,13 +9,14 @@ Every move is recorded as a registered-model tag `alias_history.<seq>` holding J
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-HISTORY_TAG_PREFIX = "alias_history."
+from valuation.names import ALIAS_HISTORY_TAG_PREFIX, MODEL_URI_TAG, TEST_METRIC_PREFIX
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def move_alias(
         actor=actor,
     )
     sequence = len(_history_tags(client, name)) + 1
-    client.set_registered_model_tag(name, f"{HISTORY_TAG_PREFIX}{sequence:06d}", move.to_json())
+    client.set_registered_model_tag(name, f"{ALIAS_HISTORY_TAG_PREFIX}{sequence:06d}", move.to_json())
     return move
 
 
@@ -72,7 +73,7 @@ def _history_tags(client: MlflowClient, name: str) -> dict[str, str]:
         model = client.get_registered_model(name)
     except MlflowException:
         return {}
-    return {k: v for k, v in model.tags.items() if k.startswith(HISTORY_TAG_PREFIX)}
+    return {k: v for k, v in model.tags.items() if k.startswith(ALIAS_HISTORY_TAG_PREFIX)}
 
 
 def register_version(
@@ -101,6 +102,11 @@ def version_for_source(client: MlflowClient, name: str, model_uri: str) -> str |
     except MlflowException:
         return None
     for version in versions:
-        if version.source == model_uri or version.tags.get("valuation.model_uri") == model_uri:
+        if version.source == model_uri or version.tags.get(MODEL_URI_TAG) == model_uri:
             return str(version.version)
     return None
+
+
+def evaluation_metric_tags(metrics: Mapping[str, float]) -> dict[str, str]:
+    """An evaluation run's test metrics as version tags, so the registry shows them."""
+    return {k: f"{v:.6g}" for k, v in metrics.items() if k.startswith(TEST_METRIC_PREFIX)}

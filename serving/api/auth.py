@@ -96,8 +96,8 @@ async def _enforce_rate_limit(request: Request, record: KeyRecord, capability: C
         decision = await run_in_threadpool(limiter.hit, record.key_id, record.role)
     except RateLimitUnavailable as error:
         settings = request.app.state.settings.rate_limit
-        if str(capability) in set(settings.fail_open):
-            _log_fail_open(request.app.state, float(settings.unavailable_log_every_s), error)
+        if capability in settings.fail_open:
+            _log_fail_open(request.app.state, settings.unavailable_log_every_s, error)
             return
         log.error("rate_limit_unavailable", capability=str(capability), fail_open=False,
                   error=str(error))
@@ -111,8 +111,7 @@ async def _enforce_rate_limit(request: Request, record: KeyRecord, capability: C
             429,
             f"rate limit of {decision.rate} exceeded for this key; retry in "
             f"{decision.retry_after_s} s",
-            {"Retry-After": str(decision.retry_after_s),
-             "X-RateLimit-Limit": str(decision.rate.limit), "X-RateLimit-Remaining": "0"},
+            {"Retry-After": str(decision.retry_after_s), "X-RateLimit-Limit": str(decision.rate.limit)},
         )
 
 

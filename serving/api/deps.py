@@ -1,4 +1,9 @@
-"""The app's shared objects (built in the lifespan, kept on `app.state`) as FastAPI dependencies."""
+"""The app's shared objects (built in the lifespan, kept on `app.state`), for handlers.
+
+`settings` is a FastAPI dependency and `async def` on purpose: FastAPI runs a plain `def`
+dependency in a worker thread, a hop that costs more than the lookup itself on the hot path. The
+others are called with the request where a handler's helpers need them.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,18 @@ from omegaconf import DictConfig
 from redis import Redis
 
 from serving.api.observability import ProxyMetrics
+from serving.settings import ServingSettings
 from serving.upstream import ModelServerClient
-from valuation.config import tracking_uri as default_tracking_uri
 
 
-def settings(request: Request) -> DictConfig:
+async def settings(request: Request) -> ServingSettings:
+    """The proxy's typed settings, built once by `create_app`."""
     return request.app.state.settings
+
+
+def serving_config(request: Request) -> DictConfig:
+    """The composed conf/serving.yaml, for the serving modules that take it whole (jobs)."""
+    return request.app.state.serving_config
 
 
 def supervisor(request: Request) -> Any:
@@ -31,12 +42,3 @@ def redis(request: Request) -> Redis:
 
 def metrics(request: Request) -> ProxyMetrics:
     return request.app.state.metrics
-
-
-def tracking_uri_of(app_settings: DictConfig) -> str:
-    """The MLflow tracking (and registry) URI of these settings."""
-    return app_settings.mlflow.tracking_uri or default_tracking_uri()
-
-
-def tracking_uri(request: Request) -> str:
-    return tracking_uri_of(settings(request))

@@ -1,8 +1,11 @@
 """Error responses: every error is JSON `{"detail": ..., "request_id": ...}` with a status that
-says whose fault it is. Handlers are installed by `create_app`."""
+says whose fault it is. A 422 always has one shape, whoever refused the values (the request's
+schema, a row rule, a /train check): `detail` lists `{row, field, message}`. Handlers are
+installed by `create_app`; `error_responses` documents the bodies in the OpenAPI schema."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -11,6 +14,24 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.api.observability import request_id_of
+from serving.api.schemas import ErrorResponse, ValidationErrorResponse
+
+# The errors of every operation that takes an API key.
+AUTH_ERRORS = {
+    401: "Missing or unknown API key",
+    403: "The key's role may not do this",
+    429: "Rate limit of this key exceeded (see Retry-After)",
+}
+
+
+def error_responses(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses: a 422 with its list of field errors, any
+    other status with a message."""
+    return {
+        status: {"model": ValidationErrorResponse if status == 422 else ErrorResponse,
+                 "description": description}
+        for status, description in descriptions.items()
+    }
 
 
 def api_error(status_code: int, detail: Any, headers: dict[str, str] | None = None) -> HTTPException:
@@ -18,8 +39,14 @@ def api_error(status_code: int, detail: Any, headers: dict[str, str] | None = No
     return HTTPException(status_code=status_code, detail=detail, headers=headers)
 
 
-def field_errors(errors: list[tuple[int | None, str | None, str]]) -> list[dict[str, Any]]:
+def field_errors(errors: Iterable[tuple[int | None, str | None, str]]) -> list[dict[str, Any]]:
+    """The `detail` of a 422, from (row, field, message) triples."""
     return [{"row": row, "field": field, "message": message} for row, field, message in errors]
+
+
+def invalid(field: str | None, message: str) -> HTTPException:
+    """A 422 about one field of the request (not about one row)."""
+    return api_error(422, field_errors([(None, field, message)]))
 
 
 def error_response(request: Request, status_code: int, detail: Any, headers=None) -> JSONResponse:
@@ -43,15 +70,12 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     if _body_not_json(request):
         detail = "send the request body as JSON with the header 'Content-Type: application/json'"
         return error_response(request, 415, detail)
-    detail = [
-        {
-            "loc": list(error.get("loc", ())),
-            "field": ".".join(str(part) for part in error.get("loc", ())[1:]) or None,
-            "message": error.get("msg", "invalid value"),
-            "type": error.get("type"),
-        }
+    # loc is ("body" | "path" | "query" | "header", *path inside it): the field is that path.
+    detail = field_errors(
+        (None, ".".join(str(part) for part in error.get("loc", ())[1:]) or None,
+         error.get("msg", "invalid value"))
         for error in errors
-    ]
+    )
     return error_response(request, 422, detail)
 
 

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from serving.api import deps
 from serving.api.schemas import ErrorResponse, HealthResponse, ReadyResponse
 from serving.logging import get_logger
+from serving.settings import ServingSettings
 from serving.upstream import UpstreamTimeout, UpstreamUnavailable
 
 router = APIRouter(tags=["health"])
@@ -39,11 +40,11 @@ async def health() -> HealthResponse:
     ),
     responses={503: {"model": ReadyResponse, "description": "A dependency is not ready"}},
 )
-async def ready(request: Request) -> JSONResponse:
-    settings = deps.settings(request)
-    timeout = float(settings.proxy.ready_timeout_s)
+async def ready(
+    request: Request, settings: ServingSettings = Depends(deps.settings)
+) -> JSONResponse:
     checks = {
-        "model_server": await _model_server_check(request, timeout),
+        "model_server": await _model_server_check(request, settings.proxy.ready_timeout_s),
         "redis": await _redis_check(request),
         "key_store": await _key_store_check(request),
     }

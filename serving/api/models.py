@@ -15,19 +15,27 @@ from mlflow.exceptions import MlflowException
 from serving.api import deps
 from serving.api.audit import audit, error_detail
 from serving.api.auth import require
-from serving.api.errors import api_error
-from serving.api.schemas import (
-    BestModelRequest,
-    BestModelResponse,
-    ErrorResponse,
-    ModelsResponse,
-)
+from serving.api.errors import AUTH_ERRORS, api_error, error_responses, invalid
+from serving.api.schemas import BestModelRequest, BestModelResponse, ModelsResponse
 from serving.keys.records import KeyRecord
 from serving.logging import get_logger
 from serving.roles import Capability
+from serving.settings import ServingSettings
+from valuation.metrics import LOWER_IS_BETTER
+from valuation.names import (
+    EVALUATE_STEP,
+    EVALUATION_RUN_ID_TAG,
+    FAILED_THRESHOLDS_TAG,
+    MODEL_URI_TAG,
+    REGISTERED_BY_TAG,
+    STEP_TAG,
+    VALIDATED_TAG,
+    evaluation_metric,
+)
 from valuation.registry import (
     alias_history,
     alias_version,
+    evaluation_metric_tags,
     move_alias,
     register_version,
     version_for_source,
@@ -36,25 +44,18 @@ from valuation.registry import (
 router = APIRouter(tags=["models"])
 log = get_logger("serving.api.models")
 
-EVALUATION_FILTER = "tags.`valuation.step` = 'evaluate' and attributes.status = 'FINISHED'"
-MODEL_URI_TAG = "valuation.model_uri"
+EVALUATION_FILTER = f"tags.`{STEP_TAG}` = '{EVALUATE_STEP}' and attributes.status = 'FINISHED'"
 RUNS_SCANNED = 1000  # runs ordered by the metric: the best is among the first
 HISTORY_SHOWN = 20
 
 # Registering a version and moving the alias is one decision: two at once could register twice.
 _promotion_lock = threading.Lock()
 
-_AUTH_ERRORS = {
-    401: {"model": ErrorResponse, "description": "Missing or unknown API key"},
-    403: {"model": ErrorResponse, "description": "The key's role may not do this"},
-    429: {"model": ErrorResponse, "description": "Rate limit of this key exceeded (see Retry-After)"},
-    503: {"model": ErrorResponse, "description": "The tracking server or key store is down"},
-}
+_ERRORS = {**AUTH_ERRORS, 503: "The tracking server or key store is down"}
 
 
-def _client(request: Request) -> MlflowClient:
-    uri = deps.tracking_uri(request)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+def _client(settings: ServingSettings) -> MlflowClient:
+    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
 
 
 @router.post(
@@ -65,24 +66,28 @@ def _client(request: Request) -> MlflowClient:
         "Ranks the experiment's finished evaluation runs by `metrics.test_<metric>` "
         "(`metric_goal` min or max; default max for r2, min otherwise), registers the winning "
         "model if no version has it yet, and moves the `champion` alias to it (recorded in the "
-        "alias history with the caller's key id). The model servers switch to it blue/green."
+        "alias history with the caller's key id). The model servers switch to it blue/green. "
+        "A winner that failed evaluate's thresholds is refused (409, naming them), as `register` "
+        "refuses it, unless the body says `\"force\": true`."
     ),
-    responses={
-        **_AUTH_ERRORS,
-        404: {"model": ErrorResponse, "description": "Unknown experiment, or no evaluated runs"},
-        422: {"model": ErrorResponse, "description": "Unknown metric or goal"},
-    },
+    responses=error_responses({
+        **_ERRORS,
+        404: "Unknown experiment, or no evaluated runs",
+        409: "The best run failed evaluate's thresholds (send force: true to promote it anyway)",
+        422: "Unknown metric or goal",
+    }),
 )
 def best_model(
     body: BestModelRequest,
     request: Request,
     key: KeyRecord = Depends(require(Capability.BEST_MODEL)),
+    settings: ServingSettings = Depends(deps.settings),
 ) -> BestModelResponse:
     started = time.perf_counter()
     inputs = body.model_dump()
-    name = deps.settings(request).registry.model_name
+    name = settings.registry.model_name
     try:
-        promoted = _promote_best(body, request, key)
+        promoted = _promote_best(body, settings, key)
     except Exception as error:  # audited with its status, then answered as before
         audit(request, "promote:best_model", getattr(error, "status_code", 500), key, started,
               model_name=name, inputs=inputs, detail=error_detail(error))
@@ -92,16 +97,25 @@ def best_model(
     return promoted
 
 
-def _promote_best(body: BestModelRequest, request: Request, key: KeyRecord) -> BestModelResponse:
+def _promote_best(
+    body: BestModelRequest, settings: ServingSettings, key: KeyRecord
+) -> BestModelResponse:
     config = body.experiment_config
-    metric = f"test_{config.metric}"
-    goal = config.metric_goal or ("max" if config.metric == "r2" else "min")
-    settings = deps.settings(request)
+    metric = evaluation_metric(config.metric)
+    goal = config.metric_goal or ("min" if LOWER_IS_BETTER[config.metric] else "max")
     name = settings.registry.model_name
     alias = settings.registry.champion_alias
-    client = _client(request)
+    client = _client(settings)
+    reason = f"best_model by {metric} ({goal})"
     try:
         best_run, value = _best_run(client, config.experiment_name, metric, goal)
+        failed = _failed_thresholds(best_run)
+        if failed is not None:
+            if not body.force:
+                raise api_error(409, f"the best run by {metric} ({best_run.info.run_id}) failed "
+                                     f"evaluate's thresholds: {failed}; send \"force\": true to "
+                                     "promote it anyway")
+            reason += f", forced past failed thresholds: {failed}"
         model_uri = best_run.data.tags[MODEL_URI_TAG]
         with _promotion_lock:
             version = version_for_source(client, name, model_uri)
@@ -109,18 +123,17 @@ def _promote_best(body: BestModelRequest, request: Request, key: KeyRecord) -> B
             if version is None:
                 version = register_version(
                     client, name, model_uri,
-                    tags=_version_tags(best_run, model_uri, metric, value),
+                    tags=_version_tags(best_run, model_uri),
                     run_id=_source_run_id(client, model_uri),
                 )
             previous = alias_version(client, name, alias)
-            move_alias(client, name, alias, version, reason=f"best_model by {metric} ({goal})",
-                       actor=key.key_id)
+            move_alias(client, name, alias, version, reason=reason, actor=key.key_id)
     except MlflowException as error:
         log.error("best_model_mlflow_error", error=str(error))
         raise _mlflow_failure(error) from None
     log.info("best_model_promoted", experiment=config.experiment_name, metric=metric, goal=goal,
              run_id=best_run.info.run_id, version=version, registered=registered,
-             previous_version=previous)
+             previous_version=previous, forced_past=failed)
     return BestModelResponse(
         model_name=name, version=version, run_id=best_run.info.run_id, metric=metric,
         value=value, alias=alias, registered=registered, previous_version=previous,
@@ -153,15 +166,23 @@ def _best_run(client: MlflowClient, experiment_name: str, metric: str, goal: str
     return pick(candidates, key=lambda candidate: candidate[1])
 
 
-def _version_tags(run: Any, model_uri: str, metric: str, value: float) -> dict[str, str]:
-    tags = {
+def _failed_thresholds(run: Any) -> str | None:
+    """What evaluate found failed for `run` ("rmse 9000 vs 8000, ..."), or None when the run
+    passed. Runs evaluate gave no verdict (made before the thresholds existed) pass, as in
+    `valuation promote`."""
+    if run.data.tags.get(VALIDATED_TAG) != "false":
+        return None
+    return run.data.tags.get(FAILED_THRESHOLDS_TAG) or "thresholds not recorded"
+
+
+def _version_tags(run: Any, model_uri: str) -> dict[str, str]:
+    return {
         MODEL_URI_TAG: model_uri,
-        "valuation.evaluation_run_id": run.info.run_id,
-        "valuation.registered_by": "best_model",
-        "valuation.validated": run.data.tags.get("valuation.validated", "unknown"),
+        EVALUATION_RUN_ID_TAG: run.info.run_id,
+        REGISTERED_BY_TAG: "best_model",
+        VALIDATED_TAG: run.data.tags.get(VALIDATED_TAG, "unknown"),
+        **evaluation_metric_tags(run.data.metrics),
     }
-    tags.update({k: f"{v:.6g}" for k, v in run.data.metrics.items() if k.startswith("test_")})
-    return tags
 
 
 def _source_run_id(client: MlflowClient, model_uri: str) -> str | None:
@@ -180,15 +201,15 @@ def _source_run_id(client: MlflowClient, model_uri: str) -> str | None:
     "/models",
     response_model=ModelsResponse,
     summary="What is served: the supervisor's state, aliases and their recent moves",
-    responses=_AUTH_ERRORS,
+    responses=error_responses({**_ERRORS, 422: "MLflow refused a value of the request"}),
 )
 def models(
     request: Request,
     key: KeyRecord = Depends(require(Capability.MODEL_STATUS)),
+    settings: ServingSettings = Depends(deps.settings),
 ) -> ModelsResponse:
-    settings = deps.settings(request)
     registry = settings.registry
-    client = _client(request)
+    client = _client(settings)
     try:
         aliases = {
             alias: alias_version(client, registry.model_name, alias)
@@ -209,5 +230,5 @@ def _mlflow_failure(error: MlflowException) -> Exception:
     """A refusal of the request's own values by MLflow is the client's (422); anything else means
     the tracking server could not do its part (503, retry later)."""
     if error.error_code == "INVALID_PARAMETER_VALUE":
-        return api_error(422, f"MLflow refused the request: {error.message}")
+        return invalid(None, f"MLflow refused the request: {error.message}")
     return api_error(503, f"the MLflow tracking server failed: {error.message}")

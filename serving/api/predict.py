@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -20,12 +19,13 @@ from fastapi.concurrency import run_in_threadpool
 from serving.api import deps
 from serving.api.audit import audit, error_detail
 from serving.api.auth import require
-from serving.api.errors import api_error, field_errors
+from serving.api.errors import AUTH_ERRORS, api_error, error_responses, field_errors, invalid
 from serving.api.observability import request_id_of
-from serving.api.schemas import ErrorResponse, PredictRequest, PredictResponse
+from serving.api.schemas import PredictRequest, PredictResponse
 from serving.keys.records import KeyRecord
 from serving.logging import get_logger
 from serving.roles import Capability
+from serving.settings import ProxySettings, ServingSettings
 from serving.upstream import UpstreamAnswer, UpstreamTimeout, UpstreamUnavailable
 from valuation.model_runtime.schema import FEATURES
 from valuation.model_runtime.validation import ValidationRules
@@ -43,25 +43,26 @@ log = get_logger("serving.api.predict")
         "gets 422 naming its index and field. `version` or `alias` pick a specific served "
         "version (default: the champion)."
     ),
-    responses={
-        401: {"model": ErrorResponse, "description": "Missing or unknown API key"},
-        403: {"model": ErrorResponse, "description": "The key's role may not predict"},
-        429: {"model": ErrorResponse, "description": "Rate limit of this key exceeded (see Retry-After)"},
-        404: {"model": ErrorResponse, "description": "Unknown model, or version/alias not served"},
-        422: {"model": ErrorResponse, "description": "Rows that break the model's rules"},
-        503: {"model": ErrorResponse, "description": "No model served, or its server is down"},
-        504: {"model": ErrorResponse, "description": "The model server did not answer in time"},
-    },
+    responses=error_responses({
+        **AUTH_ERRORS,
+        403: "The key's role may not predict",
+        404: "Unknown model, or version/alias not served",
+        422: "Rows that break the model's rules, or a body that is not a request",
+        502: "The model server failed or answered something that is not a list of prices",
+        503: "No model served, or its server is down",
+        504: "The model server did not answer in time",
+    }),
 )
 async def predict(
     body: PredictRequest,
     request: Request,
     key: KeyRecord = Depends(require(Capability.PREDICT)),
+    settings: ServingSettings = Depends(deps.settings),
 ) -> Response:
     started = time.perf_counter()
     served_info: dict[str, Any] = {}
     try:
-        response = await _predict(body, request, key, started, served_info)
+        response = await _predict(body, request, settings, key, started, served_info)
     except Exception as error:  # audited with its status, then answered as before
         audit(request, "predict", getattr(error, "status_code", 500), key, started,
               model_name=served_info.get("model_name", body.model_name),
@@ -75,22 +76,21 @@ async def predict(
 
 
 async def _predict(
-    body: PredictRequest, request: Request, key: KeyRecord, started: float,
-    served_info: dict[str, Any],
+    body: PredictRequest, request: Request, settings: ServingSettings, key: KeyRecord,
+    started: float, served_info: dict[str, Any],
 ) -> Response:
-    settings = _predict_settings(request)
     supervisor = deps.supervisor(request)
-    model_name = settings.model_name
+    model_name = settings.registry.model_name
     if body.model_name != model_name:
         raise api_error(404, f"unknown model '{body.model_name}'; this service serves '{model_name}'")
     if body.version is not None and body.alias is not None:
-        raise api_error(422, field_errors([(None, "version", "give either version or alias, not both")]))
+        raise invalid("version", "give either version or alias, not both")
     version = body.version
     degraded_reason = None
     if supervisor.current() is None:
         status = supervisor.status()
         fallback = (_fallback_version(status) if body.version is None and body.alias is None
-                    and settings.degraded_fallback else None)
+                    and settings.proxy.degraded_fallback else None)
         if fallback is None:
             raise api_error(
                 503,
@@ -107,7 +107,7 @@ async def _predict(
         if served is None:
             raise api_error(404, _not_served_message(body.version, body.alias, supervisor))
         served_info.update(model_name=served.name, model_version=served.version)
-        errors = await _row_errors(body.features, served.rules, settings)
+        errors = await _row_errors(body.features, served.rules, settings.proxy)
         if errors:
             _count(request, served.version, "invalid")
             raise api_error(422, errors)
@@ -138,31 +138,6 @@ async def _predict(
     return Response(orjson.dumps(payload), media_type="application/json")
 
 
-@dataclass(frozen=True)
-class _PredictSettings:
-    """The settings /predict reads on every call, as plain values: reading an OmegaConf node costs
-    ~10 us per attribute, a measurable share of the proxy's time per request."""
-
-    model_name: str
-    max_rows: int
-    validate_in_thread_rows: int
-    degraded_fallback: bool
-
-
-def _predict_settings(request: Request) -> _PredictSettings:
-    state = request.app.state
-    cached = getattr(state, "predict_settings", None)
-    if cached is None:  # settings are fixed for the app's life: read them once
-        settings = deps.settings(request)
-        cached = state.predict_settings = _PredictSettings(
-            model_name=str(settings.registry.model_name),
-            max_rows=int(settings.proxy.max_rows),
-            validate_in_thread_rows=int(settings.proxy.validate_in_thread_rows),
-            degraded_fallback=bool(settings.proxy.degraded_fallback),
-        )
-    return cached
-
-
 def _fallback_version(status: dict[str, Any]) -> str | None:
     """The newest other version still loaded and answering (e.g. the challenger's server, or the
     previous champion while it drains), or None."""
@@ -182,14 +157,14 @@ def _not_served_message(version: str | None, alias: str | None, supervisor: Any)
 
 
 async def _row_errors(
-    features: Sequence[Any], rules: ValidationRules, settings: _PredictSettings
+    features: Sequence[Any], rules: ValidationRules, proxy: ProxySettings
 ) -> list[dict[str, Any]]:
-    limit = min(settings.max_rows, int(rules.max_rows))
+    limit = min(proxy.max_rows, int(rules.max_rows))
     if not features:
         return field_errors([(None, "features", "give at least one row")])
     if len(features) > limit:
         return field_errors([(None, "features", f"{len(features)} rows exceed the limit of {limit}")])
-    if len(features) > settings.validate_in_thread_rows:
+    if len(features) > proxy.validate_in_thread_rows:
         return await run_in_threadpool(_check_rows, features, rules)
     return _check_rows(features, rules)
 
@@ -198,12 +173,10 @@ def _check_rows(features: Sequence[Any], rules: ValidationRules) -> list[dict[st
     errors: list[dict[str, Any]] = []
     for index, row in enumerate(features):
         if not isinstance(row, dict):
-            errors.append({"row": index, "field": None,
-                           "message": f"must be an object with the fields {', '.join(FEATURES)}"})
+            errors += field_errors(
+                [(index, None, f"must be an object with the fields {', '.join(FEATURES)}")])
             continue
-        errors += [
-            {"row": e.row, "field": e.field, "message": e.message} for e in rules.row_errors(row, index)
-        ]
+        errors += field_errors((e.row, e.field, e.message) for e in rules.row_errors(row, index))
     return errors
 
 
@@ -223,7 +196,7 @@ async def _invoke(request: Request, served: Any, features: Sequence[dict[str, An
         raise api_error(503, f"model version {served.version} is unreachable; retry shortly") from None
     if 400 <= answer.status_code < 500:
         _count(request, served.version, "rejected")
-        raise api_error(422, _upstream_message(answer))
+        raise invalid(None, _upstream_message(answer))
     if answer.status_code != 200:
         _count(request, served.version, "upstream_error")
         log.error("model_server_error", url=url, status=answer.status_code,

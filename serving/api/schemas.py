@@ -54,7 +54,6 @@ SPEC_BEST_MODEL_BODY: dict[str, Any] = {
 }
 
 # Metrics /best_model can rank by; each maps to `metrics.test_<name>` on evaluation runs.
-RANKING_METRICS = ("rmse", "mse", "mae", "mape", "r2", "medape")
 RankingMetric = Literal["rmse", "mse", "mae", "mape", "r2", "medape"]
 
 # Keys of db_config.db_config a request may set, per source, with the type each must have.
@@ -74,28 +73,42 @@ class _Strict(BaseModel):
 # --- errors ------------------------------------------------------------------------------------
 
 
-class FieldErrorOut(BaseModel):
-    row: int | None = Field(None, description="Row index in `features` (null: not about one row)")
-    field: str | None = Field(None, description="The offending field")
+_REQUEST_ID_EXAMPLE = "4f3c2a9e0b1d4e7f8a6b5c4d3e2f1a0b"
+
+
+class _ErrorBody(BaseModel):
+    request_id: str | None = Field(None, description="Quote it when reporting a problem")
+
+
+class ErrorResponse(_ErrorBody):
+    detail: str = Field(description="What was wrong, and what to do about it")
+
+    model_config = ConfigDict(json_schema_extra={
+        "examples": [{"detail": "invalid API key", "request_id": _REQUEST_ID_EXAMPLE}]})
+
+
+class FieldErrorDetail(BaseModel):
+    row: int | None = Field(description="Index of the row in `features` (null: not about one row)")
+    field: str | None = Field(
+        description="The offending field, as a dotted path into the body or a parameter name "
+        "(null: the whole row or body)"
+    )
     message: str
 
 
-class ErrorResponse(BaseModel):
-    detail: Any = Field(description="What was wrong: a message, or a list of field errors")
-    request_id: str | None = None
+class ValidationErrorResponse(_ErrorBody):
+    """Every 422: the request's values were refused, each problem named by row and field."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "detail": [
-                        {"row": 0, "field": "sector", "message": "unknown sector 'atlantis'"}
-                    ],
-                    "request_id": "4f3c2a9e0b1d4e7f8a6b5c4d3e2f1a0b",
-                }
-            ]
-        }
-    )
+    detail: list[FieldErrorDetail]
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "detail": [
+            {"row": 0, "field": "sector", "message": "unknown sector 'atlantis'"},
+            {"row": None, "field": "experiment_config.metric",
+             "message": "Input should be 'rmse', 'mse', 'mae', 'mape', 'r2' or 'medape'"},
+        ],
+        "request_id": _REQUEST_ID_EXAMPLE,
+    }]})
 
 
 # --- /health, /ready ---------------------------------------------------------------------------
@@ -167,7 +180,7 @@ class PredictResponse(BaseModel):
                 {
                     "model_name": "property_friends_best_model",
                     "model_version": "3",
-                    "request_id": "4f3c2a9e0b1d4e7f8a6b5c4d3e2f1a0b",
+                    "request_id": _REQUEST_ID_EXAMPLE,
                     "predictions": [21034.7],
                 }
             ]
@@ -323,6 +336,11 @@ class BestModelExperimentConfig(_Strict):
 
 class BestModelRequest(_Strict):
     experiment_config: BestModelExperimentConfig
+    force: bool = Field(
+        False,
+        description="Promote the best run even when it failed evaluate's thresholds "
+        "(refused with 409 otherwise)",
+    )
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SPEC_BEST_MODEL_BODY]})
 

@@ -11,9 +11,8 @@ from fastapi.responses import JSONResponse
 from serving.api import deps
 from serving.api.audit import audit, error_detail
 from serving.api.auth import require
-from serving.api.errors import api_error
+from serving.api.errors import AUTH_ERRORS, api_error, error_responses, invalid
 from serving.api.schemas import (
-    ErrorResponse,
     JobStatusResponse,
     TrainAccepted,
     TrainingParametersOut,
@@ -25,17 +24,13 @@ from serving.jobs.status import describe_job
 from serving.keys.records import KeyRecord
 from serving.logging import get_logger
 from serving.roles import Capability
+from serving.settings import ServingSettings
 
 router = APIRouter(tags=["training"])
 _JOB_ID = re.compile(r"[A-Za-z0-9_-]+")
 log = get_logger("serving.api.training")
 
-_AUTH_ERRORS = {
-    401: {"model": ErrorResponse, "description": "Missing or unknown API key"},
-    403: {"model": ErrorResponse, "description": "The key's role may not do this"},
-    429: {"model": ErrorResponse, "description": "Rate limit of this key exceeded (see Retry-After)"},
-    503: {"model": ErrorResponse, "description": "Redis or the key store is unavailable"},
-}
+_ERRORS = {**AUTH_ERRORS, 503: "Redis or the key store is unavailable"}
 
 
 @router.post(
@@ -50,7 +45,7 @@ _AUTH_ERRORS = {
         "lightgbm LGBMRegressor) with known, scalar params. Nothing is queued when the body "
         "is refused (422 naming the field)."
     ),
-    responses={**_AUTH_ERRORS, 422: {"model": ErrorResponse, "description": "Refused body"}},
+    responses=error_responses({**_ERRORS, 422: "Refused body"}),
 )
 def train(
     body: TrainRequest,
@@ -74,16 +69,16 @@ def _queue_training(body: TrainRequest, request: Request, key: KeyRecord) -> Tra
         parameters = to_training_parameters(body)
     except TrainRequestError as error:
         log.warning("train_refused", field=error.field, reason=error.message)
-        raise api_error(422, [{"row": None, "field": error.field, "message": error.message}]) from None
-    settings = deps.settings(request)
+        raise invalid(error.field, error.message) from None
+    config = deps.serving_config(request)
     try:
         job = enqueue_training(
-            training_queue(deps.redis(request), settings),
+            training_queue(deps.redis(request), config),
             model=parameters.model,
             overrides=parameters.overrides,
             experiment_name=parameters.experiment_name,
             submitted_by=key.key_id,
-            settings=settings,
+            settings=config,
         )
     except Exception as error:  # redis.exceptions.* : the queue is the unavailable dependency
         log.error("enqueue_failed", error=repr(error))
@@ -109,8 +104,9 @@ def _queue_training(body: TrainRequest, request: Request, key: KeyRecord) -> Tra
     name="job_status",
     response_model=JobStatusResponse,
     summary="Status, progress and outcome of a training job",
-    responses={**_AUTH_ERRORS, 404: {"model": ErrorResponse, "description": "Unknown job id"},
-               422: {"model": ErrorResponse, "description": "A job id longer than 128 characters"}},
+    responses=error_responses(
+        {**_ERRORS, 404: "Unknown job id", 422: "A job id longer than 128 characters"}
+    ),
 )
 def job_status(
     request: Request,
@@ -120,6 +116,7 @@ def job_status(
         openapi_examples={"a job": {"value": "5b1f0c3e-7d9a-4c2b-9e8f-1a2b3c4d5e6f"}},
     ),
     key: KeyRecord = Depends(require(Capability.JOB_STATUS)),
+    settings: ServingSettings = Depends(deps.settings),
 ) -> JobStatusResponse:
     if not _JOB_ID.fullmatch(job_id):  # RQ refuses such ids (ValueError): no job can have one
         raise api_error(404, f"unknown job id {job_id!r}: job ids are letters, digits, '_' and '-'")
@@ -130,5 +127,5 @@ def job_status(
         raise api_error(503, "the training queue (Redis) is unavailable; retry shortly") from None
     if job is None:
         raise api_error(404, f"unknown job id '{job_id}' (jobs are kept for "
-                             f"{int(deps.settings(request).jobs.result_ttl_s)} s after they end)")
+                             f"{settings.jobs.result_ttl_s} s after they end)")
     return JobStatusResponse(**describe_job(job))

@@ -84,3 +84,19 @@ def test_swagger_ui_is_served(client) -> None:
     assert answer.status_code == 200
     assert "swagger-ui" in answer.text and "/openapi.json" in answer.text
     assert client.get("/redoc").status_code == 200
+
+
+def test_every_422_is_documented_with_the_one_field_error_shape(spec) -> None:
+    assert "HTTPValidationError" not in spec["components"]["schemas"]  # FastAPI's other shape
+    shape = spec["components"]["schemas"]["ValidationErrorResponse"]
+    item = _schema(spec, shape["properties"]["detail"]["items"])
+    assert set(item["properties"]) == {"row", "field", "message"}
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            takes_input = operation.get("parameters") or operation.get("requestBody")
+            if not takes_input:
+                continue
+            documented = operation["responses"].get("422")
+            assert documented, f"{method.upper()} {path} does not document its 422"
+            schema = documented["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/ValidationErrorResponse"}, path

@@ -7,7 +7,7 @@ import copy
 
 import pytest
 
-from serving.api.schemas import SPEC_PREDICT_BODY
+from serving.api.schemas import SPEC_PREDICT_BODY, ValidationErrorResponse
 from tests.api.support import FixedSupervisor, free_port, make_rules, serving_settings
 from valuation.model_runtime.schema import FEATURES
 
@@ -151,7 +151,8 @@ def test_model_server_4xx_is_422_with_its_message(fixed_client, auth, fake_model
     fake_model_server.mode = "bad_request"
     answer = fixed_client.post("/predict", json=SPEC_PREDICT_BODY, headers=auth)
     assert answer.status_code == 422
-    assert answer.json()["detail"] == "row 0, field 'sector': rejected"
+    assert answer.json()["detail"] == [
+        {"row": None, "field": None, "message": "row 0, field 'sector': rejected"}]
 
 
 @pytest.mark.parametrize("mode", ["error", "garbage"])
@@ -189,6 +190,21 @@ def test_missing_fields_are_422_naming_them(fixed_client, auth) -> None:
     answer = fixed_client.post("/predict", json={"features": []}, headers=auth)
     assert answer.status_code == 422
     assert "model_name" in {e["field"] for e in answer.json()["detail"]}
+
+
+def test_a_refused_request_and_a_refused_row_have_one_shape(fixed_client, auth) -> None:
+    request = fixed_client.post("/predict", json={"features": [], "colour": "red"}, headers=auth)
+    row = fixed_client.post("/predict", json=_body(_row(), _row(sector="atlantis")), headers=auth)
+    assert (request.status_code, row.status_code) == (422, 422)
+    by_field = {e["field"]: e for e in request.json()["detail"]}
+    assert by_field["model_name"] == {"row": None, "field": "model_name", "message": "Field required"}
+    assert by_field["colour"]["row"] is None and "not permitted" in by_field["colour"]["message"]
+    [bad] = row.json()["detail"]
+    assert set(bad) == {"row", "field", "message"}
+    assert (bad["row"], bad["field"]) == (1, "sector") and "atlantis" in bad["message"]
+    for answer in (request, row):
+        assert ValidationErrorResponse.model_validate(answer.json()).request_id == \
+            answer.headers["X-Request-ID"]
 
 
 def test_an_oversized_body_is_413(make_client, tmp_path, empty_registry, auth,

@@ -33,6 +33,7 @@ from tests.api.support import (
 )
 from valuation.config import load_config
 
+RECHECK_S = 2.0  # limiters built directly: how long Redis is not asked again after a failure
 
 class RoleKeyStore(EnvKeyStore):
     """The env key store with one extra key per role (EnvKeyStore only knows one admin key)."""
@@ -79,8 +80,8 @@ def test_bad_rates_are_refused_with_the_expected_form(text) -> None:
 def test_the_counter_is_shared_by_limiters_on_one_redis(redis_conn, prefix) -> None:
     # Two limiters = two proxy replicas: together they allow the limit once per window.
     now = 1_000_000.2
-    first = RateLimiter(redis_conn, Rate(3, 10), prefix=prefix, clock=lambda: now)
-    second = RateLimiter(redis_conn, Rate(3, 10), prefix=prefix, clock=lambda: now)
+    first, second = (RateLimiter(redis_conn, Rate(3, 10), prefix=prefix, clock=lambda: now,
+                                 recheck_after_failure_s=RECHECK_S) for _ in range(2))
     allowed = [limiter.hit("k1", "predict").allowed for limiter in (first, second, first, second)]
     assert allowed == [True, True, True, False]
     refused = second.hit("k1", "predict")
@@ -92,7 +93,7 @@ def test_the_counter_is_shared_by_limiters_on_one_redis(redis_conn, prefix) -> N
 
 def test_per_role_overrides(redis_conn, prefix) -> None:
     limiter = RateLimiter(redis_conn, Rate(1, 60), {"admin": None, "train": Rate(2, 60)},
-                          prefix=prefix)
+                          prefix=prefix, recheck_after_failure_s=RECHECK_S)
     assert [limiter.hit("a", "admin").allowed for _ in range(5)] == [True] * 5
     assert [limiter.hit("t", "train").allowed for _ in range(3)] == [True, True, False]
     assert [limiter.hit("p", "predict").allowed for _ in range(2)] == [True, False]
@@ -115,6 +116,8 @@ def test_a_predict_key_gets_429_with_retry_after(
     assert limited is not None, f"no 429 within 25 requests at 5/second: {statuses}"
     assert set(statuses[:-1]) == {200} and len(statuses) >= 6
     assert 1 <= int(limited.headers["Retry-After"]) <= 1
+    assert limited.headers["X-RateLimit-Limit"] == "5"
+    assert "X-RateLimit-Remaining" not in limited.headers  # no figure is sent that is not counted
     body = limited.json()
     assert "rate limit" in body["detail"] and "retry in" in body["detail"]
     assert body["request_id"] == limited.headers["X-Request-ID"]
