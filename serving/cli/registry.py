@@ -10,6 +10,7 @@ import typer
 from serving.cli.audit import actor, audit
 from serving.cli.output import EXIT_USAGE, fail, print_table
 from serving.settings import get_settings, mlflow_tracking_uri
+from valuation import names
 
 
 def promote(
@@ -41,7 +42,7 @@ def promote(
         details = client.get_model_version(name, version)
     except MlflowException:
         fail(f"model {name!r} has no version {version} in {mlflow_tracking_uri()}")
-    if details.tags.get("valuation.validated") == "false" and not force:
+    if details.tags.get(names.VALIDATED_TAG) == "false" and not force:
         fail(
             f"version {version} failed its evaluation thresholds; pass --force to promote it anyway"
         )
@@ -82,9 +83,9 @@ def status(
             str(v.version),
             ",".join(sorted(aliases_of.get(str(v.version), []))) or "-",
             _iso_seconds(v.creation_timestamp),
-            v.tags.get("valuation.validated", "-"),
-            v.tags.get("test_rmse", "-"),
-            v.tags.get("test_mae", "-"),
+            v.tags.get(names.VALIDATED_TAG, "-"),
+            v.tags.get(names.evaluation_metric("rmse"), "-"),
+            v.tags.get(names.evaluation_metric("mae"), "-"),
             v.run_id or "-",
         )
         for v in sorted(versions, key=lambda v: int(v.version))

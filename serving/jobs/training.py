@@ -28,6 +28,7 @@ from serving import run_guard
 from serving.jobs.output import CapturedOutput, tail_lines
 from serving.logging import get_logger
 from serving.settings import get_settings, mlflow_tracking_uri
+from valuation import names
 from valuation.config import PROJECT_ROOT
 from valuation.progress import PROGRESS_FILE_ENV
 
@@ -192,16 +193,17 @@ def _run_outcome(run_id: str, experiment_name: str) -> dict[str, Any]:
 
     run = MlflowClient().get_run(run_id)
     tags = run.data.tags
-    version = tags.get("valuation.registered_version") or None
+    version = tags.get(names.REGISTERED_VERSION_TAG) or None
     return {
         "run_id": run_id,
         "experiment_name": experiment_name,
         "status": run.info.status,
-        "metrics": {k: v for k, v in sorted(run.data.metrics.items()) if k.startswith("test_")},
+        "metrics": {name: value for name, value in sorted(run.data.metrics.items())
+                    if name.startswith(names.TEST_METRIC_PREFIX)},
         "version": version,
-        "champion_moved": _flag(tags.get("valuation.champion_moved")),
-        "validated": _flag(tags.get("valuation.validated")),
-        "register_outcome": tags.get("valuation.register_outcome"),
+        "champion_moved": _flag(tags.get(names.CHAMPION_MOVED_TAG)),
+        "validated": _flag(tags.get(names.VALIDATED_TAG)),
+        "register_outcome": tags.get(names.REGISTER_OUTCOME_TAG),
     }
 
 
