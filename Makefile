@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 REAL_DATA ?= ../shared/data/property-friends
 
-.PHONY: install train test test-fast lint security stack bench bench-quality clean
+.PHONY: install train test test-fast test-lowest lint security stack bench bench-quality clean
 
 install: $(BIN)/valuation
 
@@ -39,6 +39,15 @@ security: install
 
 test-fast: install
 	$(BIN)/pytest -m "not slow"
+
+# Proves pyproject.toml's lower bounds: a separate venv with every direct dependency at the lowest
+# version allowed (their own dependencies at the newest that fit), then the fast suite in it.
+LOWEST := .venv-lowest
+test-lowest: install
+	rm -rf $(LOWEST)
+	$(BIN)/uv venv --quiet --python $(PYTHON) $(LOWEST)
+	$(BIN)/uv pip install --quiet --python $(LOWEST)/bin/python --resolution lowest-direct -e '.[test]'
+	VALUATION_LOWEST_DIRECT=1 $(LOWEST)/bin/pytest -m "not slow"
 
 lint: install
 	$(BIN)/ruff check .
