@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import sys
 import tomllib
 from importlib.metadata import PackageNotFoundError, packages_distributions, version
@@ -102,6 +103,17 @@ def test_conda_env_lists_the_runtime_packages_with_the_same_bounds():
     python = next(entry for entry in conda["dependencies"] if str(entry).startswith("python="))
     requires = _pyproject()["project"]["requires-python"]
     assert Requirement(f"python{requires}").specifier.contains(python.split("=", 1)[1])
+
+
+def test_readme_says_what_each_declared_distribution_is_for():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    table = readme.split("## Dependencies and what each is for", 1)[1].split("\n## ", 1)[0]
+    named = set()
+    for row in re.findall(r"^\| *([^|]+?) *\|", table, flags=re.MULTILINE)[2:]:  # past the header
+        named |= {canonicalize_name(re.sub(r"\(.*?\)", "", name).strip())
+                  for name in re.split(r"[,/]", row)}
+    missing = [r.name for r in _declared() if canonicalize_name(r.name) not in named]
+    assert not missing, f"not in README's 'Dependencies and what each is for' table: {missing}"
 
 
 def _lower_bound(requirement: Requirement) -> Version:
