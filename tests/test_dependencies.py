@@ -3,7 +3,6 @@ versions meet the bounds (in `make test-lowest`, the lowest ones allowed are wha
 
 from __future__ import annotations
 
-import ast
 import os
 import re
 import sys
@@ -17,9 +16,14 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from tests.helpers.imports import imports_in
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Every folder of Python code in the project: what ships, what runs it, and what tests it.
 CODE_FOLDERS = ("valuation", "serving", "steps", "bench", "scripts", "tests")
+# The project's own top-level names: its folders, and the model runtime, which the logged model
+# imports as `model_runtime` (it ships as the model's code_paths).
+OWN_MODULES = {*CODE_FOLDERS, "model_runtime"}
 # Declared although no module imports them; each says why it is needed.
 NOT_IMPORTED = {
     "psycopg2-binary": "SQLAlchemy's PostgreSQL driver, named by the database URL",
@@ -55,18 +59,9 @@ def _imported_modules() -> dict[str, set[str]]:
     (function-level imports included) that is neither the standard library nor the project's own."""
     found: dict[str, set[str]] = {}
     for folder in CODE_FOLDERS:
-        for path in sorted((PROJECT_ROOT / folder).rglob("*.py")):
-            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-                if isinstance(node, ast.Import):
-                    names = [alias.name for alias in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                    names = [node.module]
-                else:
-                    continue
-                for name in names:
-                    top = name.split(".")[0]
-                    if top not in sys.stdlib_module_names and top not in CODE_FOLDERS:
-                        found.setdefault(top, set()).add(str(path.relative_to(PROJECT_ROOT)))
+        for line in imports_in(PROJECT_ROOT / folder):
+            if line.level == 0 and line.top not in sys.stdlib_module_names and line.top not in OWN_MODULES:
+                found.setdefault(line.top, set()).add(str(line.file.relative_to(PROJECT_ROOT)))
     return found
 
 
