@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 REAL_DATA ?= ../shared/data/property-friends
 
-.PHONY: install train test test-fast lint security stack bench bench-quality clean
+.PHONY: install train test test-fast test-lowest lint security stack bench bench-quality clean
 
 install: $(BIN)/valuation
 
@@ -39,6 +39,18 @@ security: install
 
 test-fast: install
 	$(BIN)/pytest -m "not slow"
+
+# Proves pyproject.toml's lower bounds: a separate venv with every direct dependency at the lowest
+# version allowed (their own dependencies at the newest that fit), then the fast suite in it, and
+# the one slow test that serves a logged model with `mlflow models serve` (the fast suite starts
+# no model server, and MLflow's server is what limits MLflow's bound).
+LOWEST := .venv-lowest
+test-lowest: install
+	rm -rf $(LOWEST)
+	$(BIN)/uv venv --quiet --python $(PYTHON) $(LOWEST)
+	$(BIN)/uv pip install --quiet --python $(LOWEST)/bin/python --resolution lowest-direct -e '.[test]'
+	VALUATION_LOWEST_DIRECT=1 $(LOWEST)/bin/pytest -m "not slow"
+	$(LOWEST)/bin/pytest -m slow -k model_server_answers_bad_rows
 
 lint: install
 	$(BIN)/ruff check .
