@@ -1,5 +1,5 @@
 """Fixtures for the model-server supervisor and stack tests: a registry with two real versions,
-and the real `python -m serving.stack` topology (the `stack` fixture, one per test module)."""
+and the real `python -m serving.devstack` topology (the `stack` fixture, one per test module)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ import httpx
 import pytest
 from omegaconf import DictConfig
 
-from tests.conftest import free_port
+from serving.ports import free_port
+from serving.processes import kill_group
 from valuation.config import PROJECT_ROOT, load_config
 
 MODEL_NAME = "property_friends_best_model"
@@ -103,7 +104,7 @@ def supervisor_settings(run_dir: Path, base_port: int, **model_server: object) -
 @pytest.fixture
 def supervisor_factory(tmp_path: Path) -> Iterator:
     """Build supervisors that are always stopped at the end of the test."""
-    from serving.model_server import ModelServerSupervisor
+    from serving.model_servers.supervisor import ModelServerSupervisor
 
     made: list[ModelServerSupervisor] = []
 
@@ -149,7 +150,7 @@ class RunningStack:
             try:
                 self.process.wait(timeout=180)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
+                kill_group(self.process.pid)
                 self.process.wait()
         return self.process.returncode
 
@@ -162,7 +163,7 @@ def stack_env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, stack_env: dict[str, str]) -> Iterator[RunningStack]:
-    """`python -m serving.stack` on free ports and a throwaway store, its own Redis (with a
+    """`python -m serving.devstack` on free ports and a throwaway store, its own Redis (with a
     password) and audit trail; stopped with Ctrl-C's signal at the end of the module."""
     root = tmp_path_factory.mktemp("stack")
     ports = {name: free_port() for name in ("mlflow", "proxy", "redis", "vault", "models")}
@@ -180,7 +181,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, stack_env: dict[str, str]) -
     output = root / "stack.out"
     with output.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "serving.stack",
+            [sys.executable, "-m", "serving.devstack",
              "--state-dir", str(root / "state"),
              "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
              "--mlflow-port", str(ports["mlflow"]), "--proxy-port", str(ports["proxy"]),

@@ -1,5 +1,5 @@
 """Issue 5's acceptance check, automated against the real stack as `make stack` runs it
-(`python -m serving.stack`) with RATE_LIMIT_PER_KEY=5/second:
+(`python -m serving.devstack`) with RATE_LIMIT_PER_KEY=5/second:
 
 - a `predict` key (made with `valuation keys create`, as an operator would) gets 403 from /train
   with a message naming its role;

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from serving.stack import plan_stack
-from tests.conftest import free_port
+from serving.devstack.plan import plan_stack
+from serving.ports import free_port
 from valuation.config import PROJECT_ROOT, load_config
 
 
@@ -57,7 +57,7 @@ def test_a_taken_port_fails_fast_with_a_clear_message(tmp_path: Path):
         taken = blocker.getsockname()[1]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "VAULT_"))}
         done = subprocess.run(
-            [sys.executable, "-m", "serving.stack", "--state-dir", str(tmp_path / "state"),
+            [sys.executable, "-m", "serving.devstack", "--state-dir", str(tmp_path / "state"),
              "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
              "--mlflow-port", str(taken), "--proxy-port", str(free_port())],
             cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120,
