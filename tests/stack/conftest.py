@@ -161,11 +161,10 @@ def stack_env() -> dict[str, str]:
     return {}
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, stack_env: dict[str, str]) -> Iterator[RunningStack]:
-    """`python -m serving.devstack` on free ports and a throwaway store, its own Redis (with a
-    password) and audit trail; stopped with Ctrl-C's signal at the end of the module."""
-    root = tmp_path_factory.mktemp("stack")
+def launch_stack(root: Path, store_uri: str, stack_env: dict[str, str]) -> RunningStack:
+    """`python -m serving.devstack` on free ports and the store `store_uri`, its own Redis (with a
+    password) and audit trail under `root`; returns once it says it is up (fails the test if not).
+    Stop it with `RunningStack.stop()`."""
     ports = {name: free_port() for name in ("mlflow", "proxy", "redis", "vault", "models")}
     api_key = secrets.token_urlsafe(24)
     env = {
@@ -178,12 +177,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory, stack_env: dict[str, str]) -
         "AUDIT_LOG_PATH": str(root / "audit" / "audit.jsonl"),  # not the checkout's .audit/
         **stack_env,
     }
-    output = root / "stack.out"
+    output = root / f"stack-{ports['proxy']}.out"  # one per start: a store may see several
     with output.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "serving.devstack",
              "--state-dir", str(root / "state"),
-             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+             "--backend-store-uri", store_uri,
              "--mlflow-port", str(ports["mlflow"]), "--proxy-port", str(ports["proxy"]),
              "--redis-port", str(ports["redis"]), "--vault-port", str(ports["vault"]),
              "--model-server-port", str(ports["models"])],
@@ -198,6 +197,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory, stack_env: dict[str, str]) -
             running.stop()
             pytest.fail(f"the stack did not come up:\n{running.text()[-6000:]}")
         time.sleep(1)
+    return running
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, stack_env: dict[str, str]) -> Iterator[RunningStack]:
+    """The stack on a throwaway store, for one test module; stopped with Ctrl-C's signal at the
+    end of the module."""
+    root = tmp_path_factory.mktemp("stack")
+    running = launch_stack(root, f"sqlite:///{root / 'mlflow.db'}", stack_env)
     yield running
     running.stop()
 
