@@ -46,7 +46,7 @@ def make_train(store_uri: str) -> subprocess.CompletedProcess:
 
 def registered_versions(store_uri: str) -> list[str]:
     client = MlflowClient(tracking_uri=store_uri, registry_uri=store_uri)
-    return sorted((v.version for v in client.search_model_versions(f"name='{MODEL_NAME}'")),
+    return sorted((str(v.version) for v in client.search_model_versions(f"name='{MODEL_NAME}'")),
                   key=int)
 
 
