@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
-from serving.devstack.part import Part, StackError, say
+from serving.devstack.part import LOG_TAIL_LINES, Part, StackError, say
 from serving.devstack.plan import HOST
 from serving.devstack.probes import bao_binary, http_ok, redis_ping, rq_worker_registered
 from serving.redaction import redact_uri
@@ -125,7 +125,7 @@ def start_vault(stack: Stack) -> None:
             timeout=stack.ready_timeout_s, check=False,
         )
     if done.returncode != 0 or not out.exists():
-        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:])
         raise StackError(f"serving.vault_init failed (code {done.returncode}); "
                          f"log {log_path}:\n{tail}")
     stack.endpoints["vault"] = addr

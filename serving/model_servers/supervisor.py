@@ -54,7 +54,7 @@ from serving.ports import port_is_free
 from serving.redaction import redact_uri
 from valuation.config import resolve_path
 
-log = get_logger("serving.model_server")
+log = get_logger("serving.model_servers")
 
 
 class ServerPhase(StrEnum):

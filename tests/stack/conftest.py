@@ -239,3 +239,25 @@ def wait_for_prediction(client: httpx.Client, headers: dict[str, str], body: dic
         assert answer.status_code == 503, answer.text  # "not served yet"
         assert time.monotonic() < deadline, f"champion not served: {answer.text}"
         time.sleep(2)
+
+
+def champion_through_api(client: httpx.Client, stack: RunningStack, train_body: dict,
+                         best_model_body: dict, predict_body: dict,
+                         previous: str | None = None) -> str:
+    """Train through POST /train, promote with POST /best_model, and wait until the proxy
+    predicts with the promoted version; returns that version. `previous` is the champion served
+    before, which may answer until the supervisor has switched."""
+    answer = client.post("/train", json=train_body, headers=stack.headers())
+    assert answer.status_code == 202, answer.text
+    job = wait_for_job(client, stack.headers(), answer.json()["job_id"])
+    assert job["status"] == "finished", job
+    answer = client.post("/best_model", json=best_model_body, headers=stack.headers())
+    assert answer.status_code == 200, answer.text
+    version = answer.json()["version"]
+    deadline = time.monotonic() + SERVED_TIMEOUT_S
+    while (served := wait_for_prediction(client, stack.headers(), predict_body).json()
+           )["model_version"] != version:
+        assert served["model_version"] == previous, served
+        assert time.monotonic() < deadline, f"version {version} not served: {served}"
+        time.sleep(2)
+    return version

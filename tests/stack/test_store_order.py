@@ -19,9 +19,8 @@ from tests.stack.conftest import (
     MODEL_NAME,
     PIPELINE_OVERRIDES,
     TRAINING_TIMEOUT_S,
+    champion_through_api,
     launch_stack,
-    wait_for_job,
-    wait_for_prediction,
 )
 from tests.stack.test_e2e import BEST_MODEL_BODY, PREDICT_BODY, TRAIN_BODY
 from valuation.config import PROJECT_ROOT
@@ -113,14 +112,8 @@ def test_stack_first_then_train_then_train_through_the_stack_then_train_again(tm
     stack = launch_stack(tmp_path, store, {})
     try:
         with httpx.Client(base_url=stack.url, timeout=60, trust_env=False) as client:
-            answer = client.post("/train", json=TRAIN_BODY, headers=stack.headers())
-            assert answer.status_code == 202, answer.text
-            job = wait_for_job(client, stack.headers(), answer.json()["job_id"])
-            assert job["status"] == "finished", job
-            best = client.post("/best_model", json=BEST_MODEL_BODY, headers=stack.headers())
-            assert best.status_code == 200, best.text
-            served = wait_for_prediction(client, stack.headers(), PREDICT_BODY).json()
-            assert served["model_version"] == best.json()["version"]
+            champion_through_api(client, stack, TRAIN_BODY, BEST_MODEL_BODY, PREDICT_BODY,
+                                 previous="1")  # make train's champion, served meanwhile
     finally:
         assert stack.stop() == 0, stack.text()[-3000:]
 
