@@ -85,7 +85,7 @@ def stop_process_group(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> 
     signal_group(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
-        if proc.poll() is not None and not _group_alive(pgid) and not _any_alive(descendants):
+        if proc.poll() is not None and not signal_group(pgid, 0) and not _any_alive(descendants):
             return
         time.sleep(0.1)
     kill_group(pgid)
@@ -111,10 +111,6 @@ def _any_alive(processes: list[psutil.Process]) -> bool:
         except psutil.Error:
             continue
     return False
-
-
-def _group_alive(pgid: int) -> bool:
-    return signal_group(pgid, 0)
 
 
 @contextlib.contextmanager
