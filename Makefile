@@ -56,7 +56,7 @@ lint: install
 	$(BIN)/ruff check .
 
 stack: install
-	$(BIN)/python -m serving.stack
+	$(BIN)/python -m serving.devstack
 
 # wrk (the load generator, a Debian package) is installed when missing and we are root; otherwise
 # the command to run is printed. SOAK_S=600 lengthens the soak part (default 300 s).

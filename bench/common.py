@@ -10,7 +10,6 @@ import datetime as dt
 import json
 import os
 import platform
-import socket
 import statistics
 import sys
 from collections.abc import Sequence
@@ -250,13 +249,6 @@ def _version(name: str) -> str | None:
         return package_version(name)
     except PackageNotFoundError:
         return None
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
 
 
 def python() -> str:

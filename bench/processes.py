@@ -1,7 +1,7 @@
 """Child processes the benchmarks start, and the guarantee that they all stop.
 
 Every server runs in its own session (process group), so stopping the group also stops what it
-spawned (uvicorn workers, the model servers under `serving.stack`). `ProcessGroup` stops everything
+spawned (uvicorn workers, the model servers under `serving.devstack`). `ProcessGroup` stops everything
 it started on normal exit, on an exception, on Ctrl-C and on SIGTERM.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import psutil
 
 from bench.common import BenchError, progress
 from bench.resources import process_tree
+from serving.processes import kill_group, signal_group
 
 
 class ProcessGroup:
@@ -82,15 +82,13 @@ def stop_process_group(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> 
     # Descendants that started sessions of their own (a stack's model servers) are outside the
     # group: remember them now, and kill any that outlive their parent's shutdown.
     descendants = process_tree(proc.pid)[1:]
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
+    signal_group(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
-        if proc.poll() is not None and not _group_alive(pgid) and not _any_alive(descendants):
+        if proc.poll() is not None and not signal_group(pgid, 0) and not _any_alive(descendants):
             return
         time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
+    kill_group(pgid)
     # psutil checks that each pid still belongs to the process seen before (its create time).
     lingering = [p for p in descendants if _any_alive([p])]
     for child in lingering:
@@ -113,16 +111,6 @@ def _any_alive(processes: list[psutil.Process]) -> bool:
         except psutil.Error:
             continue
     return False
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextlib.contextmanager

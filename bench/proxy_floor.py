@@ -16,11 +16,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.common import LOOPBACK, free_port, parser, progress, ratio, results_dir, start_stamp, write_result
+from bench.common import LOOPBACK, parser, progress, ratio, results_dir, start_stamp, write_result
 from bench.loadgen import require_wrk
 from bench.processes import ProcessGroup, run_part, wait_until_ready
 from bench.resources import process_tree
 from bench.serving import ServingPlan, Target, check_answers, measure, serving_setup
+from serving.ports import free_port
 
 RESULT_NAME = "proxy_floor"
 FORWARDERS = {"bare_starlette": "bench.forwarders:starlette_app",

@@ -15,6 +15,8 @@ from typing import Any
 
 import psutil
 
+from serving.processes import kill_group
+
 MB = 1024 * 1024
 
 
@@ -127,8 +129,7 @@ def measure_command(command: list[str], *, env: Mapping[str, str] | None = None,
                     raise TimeoutError(f"{command[:3]} still running after {timeout_s:.0f} s")
                 time.sleep(interval_s)
         except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, 9)
+            kill_group(proc.pid)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(proc.pid, 0)
             raise

@@ -30,7 +30,6 @@ from bench.common import (
     data_paths,
     distinct_rows,
     feature_records,
-    free_port,
     load_tables,
     parser,
     progress,
@@ -53,6 +52,7 @@ from bench.processes import ProcessGroup, run_part, wait_until_ready
 from bench.project_model import tracking_store, train_project_model
 from bench.resources import RssSampler, process_tree, stack_rss_probes
 from bench.stack_runner import RunningStack, start_stack
+from serving.ports import free_port
 
 RESULT_NAME = "serving"
 ANCHOR_DESCRIPTION = ("sklearn Pipeline(OrdinalEncoder + passthrough, GradientBoostingRegressor of "

@@ -1,4 +1,4 @@
-"""Run the project's stack (`python -m serving.stack`, what `make stack` runs) on throwaway ports,
+"""Run the project's stack (`python -m serving.devstack`, what `make stack` runs) on throwaway ports,
 state directory and store, and find its proxy and model-server processes."""
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from pathlib import Path
 import httpx
 import psutil
 
-from bench.common import LOOPBACK, BenchError, free_port, progress
+from bench.common import LOOPBACK, BenchError, progress
 from bench.processes import ProcessGroup
 from bench.resources import process_tree
+from serving.ports import free_port, port_is_free
 
 STACK_READY_TIMEOUT_S = 420  # tracking server, OpenBao, worker, proxy, then the model server's load
 
@@ -51,7 +52,7 @@ def start_stack(group: ProcessGroup, workdir: Path, tracking_uri: str) -> Runnin
         "TRAINING_QUEUE": f"bench-{uuid.uuid4().hex[:8]}",
     })
     command = [
-        sys.executable, "-m", "serving.stack",
+        sys.executable, "-m", "serving.devstack",
         "--state-dir", str(state_dir),
         "--backend-store-uri", tracking_uri,
         "--artifacts-destination", str(workdir / "mlartifacts"),
@@ -128,17 +129,7 @@ def _free_port_run(count: int) -> int:
     """The first of `count` consecutive free ports (the supervisor takes ports from a base up)."""
     for _ in range(50):
         base = free_port()
-        if base + count < 65535 and all(_port_free(base + i) for i in range(count)):
+        if base + count < 65535 and all(port_is_free(LOOPBACK, base + i) for i in range(count)):
             return base
     raise BenchError(f"no run of {count} free ports found on {LOOPBACK}")
 
-
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((LOOPBACK, port))
-        except OSError:
-            return False
-    return True

@@ -142,7 +142,7 @@ def _open_redis(settings: DictConfig, stack: AsyncExitStack) -> Any:
 async def _start_supervisor(
     config: DictConfig, typed: ServingSettings, stack: AsyncExitStack
 ) -> Any:
-    from serving.model_server import ModelServerSupervisor
+    from serving.model_servers.supervisor import ModelServerSupervisor
 
     supervisor = ModelServerSupervisor(config, typed.tracking_uri)
     await run_in_threadpool(supervisor.start)

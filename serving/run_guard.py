@@ -14,10 +14,10 @@ Only the standard library is imported until the guard fires: one idle interprete
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import signal
 import sys
+
+from serving.processes import kill_group
 
 DONE = b"done"
 
@@ -29,8 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     if sys.stdin.buffer.read().strip() == DONE:
         return 0
     _say(f"the job of run {run_id} died: killing the run's process group {pgid}")
-    with contextlib.suppress(ProcessLookupError):  # the run had ended on its own
-        os.killpg(pgid, signal.SIGKILL)
+    kill_group(pgid)  # False when the run had ended on its own
     _mark_killed(run_id)
     if scratch:
         shutil.rmtree(scratch, ignore_errors=True)

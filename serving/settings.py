@@ -27,8 +27,8 @@ def get_settings() -> DictConfig:
 
 
 def mlflow_tracking_uri() -> str:
-    settings = get_settings()
-    return settings.mlflow.tracking_uri or tracking_uri()
+    """The tracking URI of the serving settings (see `valuation.config.tracking_uri`)."""
+    return tracking_uri(get_settings().mlflow.tracking_uri)
 
 
 def secret(name: str) -> str | None:
@@ -93,5 +93,5 @@ class ServingSettings(_Section):
     def from_config(cls, config: DictConfig) -> ServingSettings:
         values = OmegaConf.to_container(config, resolve=True)
         return cls.model_validate(
-            {**values, "tracking_uri": config.mlflow.tracking_uri or tracking_uri()}
+            {**values, "tracking_uri": tracking_uri(config.mlflow.tracking_uri)}
         )

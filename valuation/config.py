@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "conf"
-DEFAULT_TRACKING_DB = PROJECT_ROOT / "mlflow.db"
+DEFAULT_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"  # `make train`'s store
 
 
 def load_config(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:
@@ -33,44 +33,81 @@ def resolve_path(path: str | os.PathLike[str]) -> Path:
     return candidate if candidate.is_absolute() else PROJECT_ROOT / candidate
 
 
-def tracking_uri(cfg: DictConfig | None = None) -> str:
-    """MLFLOW_TRACKING_URI when set, else the embedded SQLite store in the project root."""
-    configured = os.environ.get("MLFLOW_TRACKING_URI") or (cfg.get("tracking_uri") if cfg else None)
-    return configured or f"sqlite:///{DEFAULT_TRACKING_DB}"
+def tracking_uri(configured: str | None = None) -> str:
+    """The MLflow tracking (and registry) URI, worked out in this one place for training, the
+    proxy, the worker, the CLI and the dev stack: `configured` (a config's `tracking_uri`) when
+    set, else MLFLOW_TRACKING_URI, else the project's SQLite store."""
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def is_server_uri(uri: str) -> bool:
+    """Whether `uri` names a tracking server (http/https) rather than a store opened directly."""
+    return uri.startswith(("http://", "https://"))
+
+
+def artifact_root(store_uri: str) -> Path | None:
+    """Where the experiments this project creates keep their artifacts when the store is a
+    database: `mlartifacts/` beside a SQLite file, else the project's `mlartifacts/` (MLflow's
+    own default would be ./mlruns of whatever directory the process runs in). None for a tracking
+    server, which decides for itself. The dev stack's tracking server uses the same directory, so
+    runs logged directly and through the server land in one place."""
+    if is_server_uri(store_uri):
+        return None
+    if store_uri.startswith("sqlite:///"):
+        return Path(store_uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts"
+    return PROJECT_ROOT / "mlartifacts"
+
+
+class StoreNotWritable(ValueError):
+    """The tracking store holds an experiment this process cannot write artifacts to."""
 
 
 def configure_mlflow(cfg: DictConfig) -> str:
     """Point MLflow at the tracking store and the experiment of `cfg`; return the tracking URI."""
     import mlflow
 
-    uri = tracking_uri(cfg)
+    uri = tracking_uri(cfg.get("tracking_uri"))
     mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(tracking_uri=uri)
     launched_run = os.environ.get("MLFLOW_RUN_ID")
     if launched_run:
         # `mlflow run` created our run already, in the experiment named by its --experiment-name;
         # our runs (and nested ones) must join that experiment, so it wins over the config.
-        experiment_id = mlflow.MlflowClient(tracking_uri=uri).get_run(launched_run).info.experiment_id
-        mlflow.set_experiment(experiment_id=experiment_id)
-        return uri
-    ensure_experiment(cfg.experiment_name, uri)
-    mlflow.set_experiment(cfg.experiment_name)
+        experiment_id = client.get_run(launched_run).info.experiment_id
+    else:
+        ensure_experiment(cfg.experiment_name, uri)
+        experiment_id = client.get_experiment_by_name(cfg.experiment_name).experiment_id
+    require_writable_artifacts(client.get_experiment(experiment_id), uri)
+    mlflow.set_experiment(experiment_id=experiment_id)
     return uri
 
 
+def require_writable_artifacts(experiment, uri: str) -> None:
+    """Refuse, before anything runs, an experiment whose artifacts live behind a tracking server
+    (`mlflow-artifacts:`, what `mlflow server --serve-artifacts` gives the experiments it creates
+    without a file root) when this process opens the database directly: MLflow cannot write
+    there without the server, and would fail only after training, with a traceback."""
+    location = str(experiment.artifact_location)
+    if is_server_uri(uri) or not location.startswith("mlflow-artifacts:"):
+        return
+    raise StoreNotWritable(
+        f"experiment {experiment.name!r} (id {experiment.experiment_id}) of {uri} keeps its "
+        f"artifacts on a tracking server ({location}), which a direct database client cannot "
+        "write: start `make stack` and train through it (MLFLOW_TRACKING_URI=http://127.0.0.1:"
+        "5000 make train, or POST /train), or train into another experiment "
+        "(mlflow run . --env-manager local --experiment-name NEW_NAME)")
+
+
 def ensure_experiment(name: str, uri: str) -> None:
-    """Create the experiment if needed. With a SQLite store, artifacts go to `mlartifacts/` beside
-    the database (MLflow's default would be ./mlruns of whatever directory the process runs in)."""
+    """Create the experiment if needed, with its artifacts in `artifact_root(uri)`."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=uri)
     if client.get_experiment_by_name(name) is not None:
         return
-    artifact_location = None
-    if uri.startswith("sqlite:///"):
-        db_path = Path(uri.removeprefix("sqlite:///"))
-        artifact_location = (db_path.parent / "mlartifacts").resolve().as_uri()
+    root = artifact_root(uri)
     try:
-        client.create_experiment(name, artifact_location=artifact_location)
+        client.create_experiment(name, artifact_location=root.as_uri() if root else None)
     except mlflow.exceptions.MlflowException:
         # Another process created it in the meantime: that is fine.
         if client.get_experiment_by_name(name) is None:

@@ -16,7 +16,7 @@ from redis import Redis
 
 from serving.app import create_app
 from serving.keys.env_store import EnvKeyStore
-from serving.model_server import ModelServerSupervisor
+from serving.model_servers.supervisor import ModelServerSupervisor
 from tests.api.support import (
     TINY_PIPELINE,
     FakeModelServer,

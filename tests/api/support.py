@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -23,7 +22,8 @@ from redis import Redis
 from rq import Queue
 
 from serving.jobs.queue import SERIALIZER
-from serving.model_server import ServedModel
+from serving.model_servers.served import ServedModel
+from serving.ports import free_port
 from valuation.config import PROJECT_ROOT, load_config
 from valuation.model_runtime.validation import ValidationRules
 
@@ -37,12 +37,6 @@ TINY_PIPELINE = [
     "evaluate.thresholds.rmse=1e12", "evaluate.thresholds.mae=1e12",
     "evaluate.thresholds.r2=-1e12", "experiment_name=api-tests",
 ]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def serving_settings(tmp_path: Path, tracking_uri: str, **overrides: Any) -> DictConfig:

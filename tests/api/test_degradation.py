@@ -4,16 +4,15 @@ from v1 flagged degraded while the champion restarts, then from v2 again."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 
 import mlflow
 import pytest
 from mlflow import MlflowClient
 
 from serving.api.schemas import SPEC_PREDICT_BODY
-from serving.model_server import ModelServerSupervisor
+from serving.model_servers.supervisor import ModelServerSupervisor
+from serving.processes import kill_group
 from tests.api.support import MODEL_NAME, serving_settings, wait_for
 from valuation.registry import move_alias, register_version
 
@@ -52,7 +51,7 @@ def test_a_killed_champion_is_replaced_by_a_loaded_version_until_it_is_back(
     assert normal["model_version"] == champion and "degraded" not in normal
 
     pid = next(s["pid"] for s in supervisor.status()["servers"] if s["version"] == champion)
-    os.killpg(pid, signal.SIGKILL)  # the server runs in its own process group (with its workers)
+    kill_group(pid)  # the server runs in its own process group (with its workers)
     wait_for(lambda: supervisor.current() is None, 30, "the supervisor to notice", 0.1)
 
     degraded = client.post("/predict", json=SPEC_PREDICT_BODY, headers=auth)

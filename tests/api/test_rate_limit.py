@@ -16,13 +16,13 @@ from redis import Redis
 from rq.job import JobStatus
 
 from serving.api.schemas import SPEC_PREDICT_BODY, SPEC_TRAIN_BODY
+from serving.devstack.services import redis_server_config
 from serving.jobs.queue import enqueue_training, fetch_job, training_queue
 from serving.jobs.status import describe_job
 from serving.keys.env_store import EnvKeyStore
 from serving.keys.records import hash_key, new_key_record
 from serving.ratelimit import InvalidRate, Rate, RateLimiter, parse_rate
 from serving.roles import Role
-from serving.stack import redis_server_config
 from tests.api.support import (
     TINY_PIPELINE,
     FixedSupervisor,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -24,15 +23,10 @@ from pathlib import Path
 
 import httpx
 
-from serving.stack import bao_binary
+from serving.devstack.probes import bao_binary
+from serving.ports import free_port
 
 STARTUP_TIMEOUT_S = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -108,7 +102,7 @@ def start_bao(
     tmp_path: Path, port: int | None = None, audit_log: Path | None = None
 ) -> BaoServer:
     """Start `bao server -dev` on a free loopback port with a random root token."""
-    port = port or _free_port()
+    port = port or free_port()
     token = f"root-{secrets.token_hex(12)}"
     log_path = Path(tmp_path) / f"bao-{port}.log"
     config_path = None

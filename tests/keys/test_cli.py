@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 from serving.cli.main import app
 from serving.keys.factory import build_key_store
 from serving.keys.records import hash_key
+from serving.ports import free_port
 from serving.settings import get_settings
 from serving.vault_init import bootstrap, write_credentials
-from tests.conftest import free_port
 from valuation.registry import alias_history, alias_version, register_version
 
 runner = CliRunner()
@@ -123,7 +123,7 @@ def test_keys_with_approle_file(bao, monkeypatch, tmp_path) -> None:
 
 # -- which Vault: VAULT_ADDR, else the running `make stack` of this checkout -----------------------
 def write_stack_state(state_dir: Path, *, pid: int, vault: str, approle_file: Path) -> None:
-    """What a running `make stack` keeps in its state directory (serving/stack.py, stack.json)."""
+    """What a running `make stack` keeps in its state directory (serving/devstack/, stack.json)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / "stack.json").write_text(json.dumps({
         "pid": pid,

@@ -1,5 +1,5 @@
 """Fixtures for the model-server supervisor and stack tests: a registry with two real versions,
-and the real `python -m serving.stack` topology (the `stack` fixture, one per test module)."""
+and the real `python -m serving.devstack` topology (the `stack` fixture, one per test module)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ import httpx
 import pytest
 from omegaconf import DictConfig
 
-from tests.conftest import free_port
+from serving.ports import free_port
+from serving.processes import kill_group
 from valuation.config import PROJECT_ROOT, load_config
 
 MODEL_NAME = "property_friends_best_model"
@@ -103,7 +104,7 @@ def supervisor_settings(run_dir: Path, base_port: int, **model_server: object) -
 @pytest.fixture
 def supervisor_factory(tmp_path: Path) -> Iterator:
     """Build supervisors that are always stopped at the end of the test."""
-    from serving.model_server import ModelServerSupervisor
+    from serving.model_servers.supervisor import ModelServerSupervisor
 
     made: list[ModelServerSupervisor] = []
 
@@ -149,7 +150,7 @@ class RunningStack:
             try:
                 self.process.wait(timeout=180)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
+                kill_group(self.process.pid)
                 self.process.wait()
         return self.process.returncode
 
@@ -160,11 +161,10 @@ def stack_env() -> dict[str, str]:
     return {}
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, stack_env: dict[str, str]) -> Iterator[RunningStack]:
-    """`python -m serving.stack` on free ports and a throwaway store, its own Redis (with a
-    password) and audit trail; stopped with Ctrl-C's signal at the end of the module."""
-    root = tmp_path_factory.mktemp("stack")
+def launch_stack(root: Path, store_uri: str, stack_env: dict[str, str]) -> RunningStack:
+    """`python -m serving.devstack` on free ports and the store `store_uri`, its own Redis (with a
+    password) and audit trail under `root`; returns once it says it is up (fails the test if not).
+    Stop it with `RunningStack.stop()`."""
     ports = {name: free_port() for name in ("mlflow", "proxy", "redis", "vault", "models")}
     api_key = secrets.token_urlsafe(24)
     env = {
@@ -177,12 +177,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory, stack_env: dict[str, str]) -
         "AUDIT_LOG_PATH": str(root / "audit" / "audit.jsonl"),  # not the checkout's .audit/
         **stack_env,
     }
-    output = root / "stack.out"
+    output = root / f"stack-{ports['proxy']}.out"  # one per start: a store may see several
     with output.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "serving.stack",
+            [sys.executable, "-m", "serving.devstack",
              "--state-dir", str(root / "state"),
-             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+             "--backend-store-uri", store_uri,
              "--mlflow-port", str(ports["mlflow"]), "--proxy-port", str(ports["proxy"]),
              "--redis-port", str(ports["redis"]), "--vault-port", str(ports["vault"]),
              "--model-server-port", str(ports["models"])],
@@ -197,6 +197,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory, stack_env: dict[str, str]) -
             running.stop()
             pytest.fail(f"the stack did not come up:\n{running.text()[-6000:]}")
         time.sleep(1)
+    return running
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, stack_env: dict[str, str]) -> Iterator[RunningStack]:
+    """The stack on a throwaway store, for one test module; stopped with Ctrl-C's signal at the
+    end of the module."""
+    root = tmp_path_factory.mktemp("stack")
+    running = launch_stack(root, f"sqlite:///{root / 'mlflow.db'}", stack_env)
     yield running
     running.stop()
 
@@ -230,3 +239,25 @@ def wait_for_prediction(client: httpx.Client, headers: dict[str, str], body: dic
         assert answer.status_code == 503, answer.text  # "not served yet"
         assert time.monotonic() < deadline, f"champion not served: {answer.text}"
         time.sleep(2)
+
+
+def champion_through_api(client: httpx.Client, stack: RunningStack, train_body: dict,
+                         best_model_body: dict, predict_body: dict,
+                         previous: str | None = None) -> str:
+    """Train through POST /train, promote with POST /best_model, and wait until the proxy
+    predicts with the promoted version; returns that version. `previous` is the champion served
+    before, which may answer until the supervisor has switched."""
+    answer = client.post("/train", json=train_body, headers=stack.headers())
+    assert answer.status_code == 202, answer.text
+    job = wait_for_job(client, stack.headers(), answer.json()["job_id"])
+    assert job["status"] == "finished", job
+    answer = client.post("/best_model", json=best_model_body, headers=stack.headers())
+    assert answer.status_code == 200, answer.text
+    version = answer.json()["version"]
+    deadline = time.monotonic() + SERVED_TIMEOUT_S
+    while (served := wait_for_prediction(client, stack.headers(), predict_body).json()
+           )["model_version"] != version:
+        assert served["model_version"] == previous, served
+        assert time.monotonic() < deadline, f"version {version} not served: {served}"
+        time.sleep(2)
+    return version

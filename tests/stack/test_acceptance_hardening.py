@@ -1,5 +1,5 @@
 """Issue 5's acceptance check, automated against the real stack as `make stack` runs it
-(`python -m serving.stack`) with RATE_LIMIT_PER_KEY=5/second:
+(`python -m serving.devstack`) with RATE_LIMIT_PER_KEY=5/second:
 
 - a `predict` key (made with `valuation keys create`, as an operator would) gets 403 from /train
   with a message naming its role;
@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from serving.api.schemas import SPEC_BEST_MODEL_BODY, SPEC_PREDICT_BODY, SPEC_TRAIN_BODY
-from tests.stack.conftest import RunningStack, wait_for_job, wait_for_prediction
+from tests.stack.conftest import RunningStack, champion_through_api
 
 pytestmark = pytest.mark.slow
 
@@ -71,16 +71,8 @@ def predict_key(stack: RunningStack, client: httpx.Client) -> str:
 def champion(stack: RunningStack, client: httpx.Client) -> str:
     """A served champion, trained through the API, so /predict and /ready answer 200 (the state
     after `make train`); without one they answer 503 by design, which schemathesis reports."""
-    answer = client.post("/train", json=SAMPLE_TRAIN_BODY, headers=stack.headers())
-    assert answer.status_code == 202, answer.text
-    job = wait_for_job(client, stack.headers(), answer.json()["job_id"])
-    assert job["status"] == "finished", job
-    answer = client.post("/best_model", json=SPEC_BEST_MODEL_BODY, headers=stack.headers())
-    assert answer.status_code == 200, answer.text
-    version = answer.json()["version"]
-    served = wait_for_prediction(client, stack.headers(), SPEC_PREDICT_BODY).json()
-    assert served["model_version"] == version
-    return version
+    return champion_through_api(client, stack, SAMPLE_TRAIN_BODY, SPEC_BEST_MODEL_BODY,
+                                SPEC_PREDICT_BODY)
 
 
 def test_a_predict_key_gets_403_from_train_naming_its_role(

@@ -1,4 +1,4 @@
-"""End to end on the real `python -m serving.stack` topology: MLflow server, its own Redis (with
+"""End to end on the real `python -m serving.devstack` topology: MLflow server, its own Redis (with
 a password), OpenBao + bootstrap, RQ worker, proxy and model servers, on free ports and a
 throwaway store. The specification's Usage sequence, verbatim except for the data source (CI has
 no client data: the synthetic sample), then the error contract. Tests run in file order and

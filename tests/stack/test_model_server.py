@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -15,12 +13,11 @@ import httpx
 import pytest
 from mlflow import MlflowClient
 
-from serving.model_server import (
-    ModelServerSupervisor,
-    example_payload,
-    kill_leftover_model_servers,
-)
-from tests.conftest import free_port
+from serving.model_servers.process import kill_leftover_model_servers
+from serving.model_servers.registry import example_payload
+from serving.model_servers.supervisor import ModelServerSupervisor
+from serving.ports import free_port
+from serving.processes import kill_group
 from tests.stack.conftest import (
     MODEL_NAME,
     TrainedRegistry,
@@ -224,7 +221,7 @@ def test_dead_model_server_is_down_then_restarted(trained_registry, supervisor_f
     wait_for(serving(supervisor, version), START_DEADLINE_S, f"version {version} served")
     [server] = supervisor.status()["servers"]
 
-    os.killpg(server["pid"], signal.SIGKILL)  # the model server dies, uvicorn child and all
+    kill_group(server["pid"])  # the model server dies, uvicorn child and all
 
     states: list[str] = []
 

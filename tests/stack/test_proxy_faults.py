@@ -5,7 +5,6 @@ threads posting /predict throughout."""
 from __future__ import annotations
 
 import os
-import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -21,8 +20,9 @@ from redis import Redis
 from serving.api.schemas import SPEC_PREDICT_BODY
 from serving.app import create_app
 from serving.keys.env_store import EnvKeyStore
+from serving.ports import free_port
+from serving.processes import kill_group
 from tests.api.support import purge_queue, serving_settings, wait_for
-from tests.conftest import free_port
 from tests.stack.conftest import set_champion, supervisor_settings
 
 CLIENTS = 3
@@ -74,7 +74,7 @@ class Load:
 def proxy(trained_registry, tmp_path: Path) -> Iterator[tuple[str, dict[str, str], object]]:
     """The proxy app on a real port, with a real supervisor serving the registry's first version
     (restart backoff of the stack tests: 1 s, doubled up to 5 s)."""
-    from serving.model_server import ModelServerSupervisor
+    from serving.model_servers.supervisor import ModelServerSupervisor
 
     uri = trained_registry.tracking_uri
     set_champion(uri, trained_registry.versions[0])
@@ -116,7 +116,7 @@ def test_killed_model_server_under_load_gives_only_503_then_recovers(proxy, reco
         [server] = supervisor.status()["servers"]
         killed_at = load.seen()
         killed_clock = time.monotonic()
-        os.killpg(server["pid"], signal.SIGKILL)  # the model server dies, uvicorn child and all
+        kill_group(server["pid"])  # the model server dies, uvicorn child and all
 
         wait_for(lambda: load.count(503, since=killed_at) >= 1, 60, "503s during the gap")
         first_503 = killed_at + load.statuses[killed_at:].index(503)

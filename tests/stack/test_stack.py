@@ -8,8 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from serving.stack import plan_stack
-from tests.conftest import free_port
+import pytest
+
+from serving.devstack.part import StackError
+from serving.devstack.plan import plan_stack
+from serving.ports import free_port
 from valuation.config import PROJECT_ROOT, load_config
 
 
@@ -57,7 +60,7 @@ def test_a_taken_port_fails_fast_with_a_clear_message(tmp_path: Path):
         taken = blocker.getsockname()[1]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "VAULT_"))}
         done = subprocess.run(
-            [sys.executable, "-m", "serving.stack", "--state-dir", str(tmp_path / "state"),
+            [sys.executable, "-m", "serving.devstack", "--state-dir", str(tmp_path / "state"),
              "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
              "--mlflow-port", str(taken), "--proxy-port", str(free_port())],
             cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120,
@@ -67,3 +70,12 @@ def test_a_taken_port_fails_fast_with_a_clear_message(tmp_path: Path):
     assert "MLFLOW_PORT" in done.stdout and "--mlflow-port" in done.stdout
     assert "[stack] stopped" in done.stdout
     assert not (tmp_path / "state" / "stack.pid").exists()
+
+
+def test_a_tracking_uri_that_is_neither_a_database_nor_a_server_is_refused(monkeypatch):
+    monkeypatch.delenv("MLFLOW_BACKEND_STORE_URI", raising=False)
+    with pytest.raises(StackError) as refused:
+        plan({"MLFLOW_TRACKING_URI": "file://someone:s3cret@nas/mlruns"})
+    message = str(refused.value)
+    assert "file://***@nas/mlruns is neither a database nor a tracking server" in message
+    assert "s3cret" not in message  # credentials never reach a message

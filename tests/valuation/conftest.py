@@ -3,7 +3,6 @@ PostgreSQL table."""
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 
@@ -11,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from serving.ports import free_port
 from valuation.model_runtime.schema import FEATURES, TARGET
 from valuation.synthetic import generate_frame
 
@@ -19,10 +19,8 @@ PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 
 @pytest.fixture
 def closed_port() -> int:
-    """A loopback port nobody listens on (same idea as tests/conftest.py: free_port)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port nobody listens on."""
+    return free_port()
 
 
 @pytest.fixture

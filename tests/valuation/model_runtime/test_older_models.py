@@ -15,6 +15,7 @@ import httpx
 import mlflow
 import pytest
 
+from serving.processes import terminate_process_group
 from tests.api.support import TINY_PIPELINE, child_env, free_port, run_pipeline_in_child, wait_for
 from valuation.config import PROJECT_ROOT
 from valuation.model_runtime.schema import EXAMPLE_ROW
@@ -74,6 +75,5 @@ def test_a_version_logged_with_the_old_layout_is_still_served(tmp_path: Path) ->
         assert answer.status_code == 200, answer.text
         assert answer.json()["predictions"][0] > 0
     finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
+        terminate_process_group(server, grace_s=30)
         log.close()

@@ -16,6 +16,7 @@ import httpx
 import mlflow
 import pytest
 
+from serving.processes import terminate_process_group
 from tests.api.support import free_port, wait_for
 from tests.valuation.model_runtime.conftest import MODEL_NAME, PortableRegistry
 from valuation.model_runtime.schema import EXAMPLE_ROW
@@ -138,8 +139,7 @@ def uv_model_server(portable_registry: PortableRegistry, model_venv: Path, uv_bi
         wait_for(answers, 600, "the uv-built model server to answer /ping", 1.0)
         yield url
     finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
+        terminate_process_group(server, grace_s=30)
         log.close()
 
 

@@ -9,394 +9,60 @@ and until it answers again `current()` is None so the proxy says 503 instead of 
 
 All mutation happens in one loop thread; readers (`current`, `served`, `status`, `use`) take a
 lock only to copy references, so a request never waits on a model server starting.
+
+Each supervised server is in one `ServerPhase`; "gone" means removed from the supervisor and its
+process group stopped. A failure is recorded per version and retried after a backoff that doubles
+per failure in a row (`retry_backoff_s` up to `retry_backoff_max_s`); an alias move retries at once.
+
+| phase    | event                                                      | next phase           |
+|----------|------------------------------------------------------------|----------------------|
+| (none)   | an alias names a version with no server, no retry pending  | STARTING             |
+| STARTING | answers /ping and the smoke prediction returns prices      | READY                |
+| STARTING | the smoke prediction fails, no /ping within                | gone, failure noted  |
+|          | startup_timeout_s, or it exits                             |                      |
+| STARTING | its alias moves to another version first                   | gone                 |
+| READY    | an alias that wants its version is bound to it (switch)    | READY                |
+| READY    | no alias wants its version any more                        | DRAINING             |
+| READY    | exits, or unhealthy_after /ping checks fail in a row       | gone, failure noted; |
+|          |                                                            | its aliases -> 503   |
+| DRAINING | drain_s passed and nothing in flight, or drain_s +         | gone                 |
+|          | request_timeout_s passed                                   |                      |
+| DRAINING | exits                                                      | gone, no restart     |
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import itertools
-import json
-import math
-import os
-import re
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 from omegaconf import DictConfig
 
 from serving.logging import get_logger
+from serving.model_servers.process import ModelServerProcess, smoke_predict
+from serving.model_servers.registry import VersionInfo, read_version_info, resolve_alias
+from serving.model_servers.served import ModelLoadError, ServedModel
+from serving.model_servers.timeouts import call_with_timeout, describe_error
+from serving.ports import port_is_free
+from serving.redaction import redact_uri
 from valuation.config import resolve_path
-from valuation.model_runtime.validation import ValidationRules
 
-log = get_logger("serving.model_server")
+log = get_logger("serving.model_servers")
 
-T = TypeVar("T")
 
-PID_FILE_GLOB = "model-server-*.pid"
+class ServerPhase(StrEnum):
+    """Where one supervised model server is in its life (see the table above)."""
 
-
-@dataclass(frozen=True)
-class ServedModel:
-    """A model version that answers predictions at `base_url` (`POST {base_url}/invocations`)."""
-
-    name: str
-    version: str
-    base_url: str
-    rules: ValidationRules
-    metadata: dict[str, Any]
-
-
-class ModelLoadError(RuntimeError):
-    """A model version cannot be served (metadata, startup or smoke prediction failed)."""
-
-
-# --------------------------------------------------------------------------------------------
-# One model server process
-# --------------------------------------------------------------------------------------------
-
-
-def _set_parent_death_signal() -> None:
-    # Runs in the forked child before exec: if the supervisor's thread dies (even by SIGKILL),
-    # the kernel sends SIGTERM to `mlflow models serve`, which in turn takes its uvicorn child
-    # down (MLflow sets the same signal on it). This is how a killed proxy leaves no orphans.
-    _LIBC.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-
-
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-
-
-class ModelServerProcess:
-    """One `mlflow models serve` child for one model version on one port, in its own process
-    group (stopping it stops uvicorn and its workers too)."""
-
-    def __init__(
-        self,
-        model_name: str,
-        version: str,
-        *,
-        host: str,
-        port: int,
-        workers: int,
-        tracking_uri: str,
-        run_dir: Path,
-        request_timeout_s: float,
-        access_log: bool = False,
-    ):
-        self.model_name = model_name
-        self.version = version
-        self.host = host
-        self.port = port
-        self.workers = workers
-        self.tracking_uri = tracking_uri
-        self.run_dir = run_dir
-        self.request_timeout_s = request_timeout_s
-        self.access_log = access_log
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        self.log_path = run_dir / f"{model_name}-v{version}-p{port}-{stamp}.log"
-        self.pid_path = run_dir / f"model-server-{port}.pid"
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    def command(self) -> list[str]:
-        return [
-            sys.executable, "-m", "mlflow", "models", "serve",
-            "--env-manager", "local",
-            "-m", f"models:/{self.model_name}/{self.version}",
-            "-h", self.host,
-            "-p", str(self.port),
-            "-w", str(self.workers),
-            "-t", str(max(1, math.ceil(self.request_timeout_s))),
-        ]
-
-    def environment(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["MLFLOW_TRACKING_URI"] = self.tracking_uri
-        # MLflow execs a bare `uvicorn`: make sure it is this interpreter's, not whatever is
-        # first on PATH (or nothing, when the proxy was started without activating the venv).
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        env["PYTHONUNBUFFERED"] = "1"
-        # uvicorn reads UVICORN_* options from the environment; the proxy already logs every
-        # request with its id, so the model server's own access log is off unless asked for.
-        env["UVICORN_ACCESS_LOG"] = "true" if self.access_log else "false"
-        return env
-
-    def start(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log_file:
-            header = f"# {datetime.now(UTC).isoformat()} {' '.join(self.command())}\n"
-            log_file.write(header.encode())
-            log_file.flush()
-            self._proc = subprocess.Popen(
-                self.command(),
-                env=self.environment(),
-                cwd=self.run_dir,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_set_parent_death_signal if _LIBC else None,
-            )
-        self.pid_path.write_text(str(self._proc.pid))
-
-    def exit_code(self) -> int | None:
-        """None while running; the exit code once it has exited."""
-        return self._proc.poll() if self._proc else None
-
-    def ping(self, client: httpx.Client) -> bool:
-        try:
-            return client.get(f"{self.base_url}/ping", timeout=2.0).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self, grace_s: float) -> None:
-        """SIGTERM the whole process group, SIGKILL it after `grace_s`; idempotent."""
-        proc = self._proc
-        if proc is not None:
-            terminate_process_group(proc, grace_s)
-        with contextlib.suppress(FileNotFoundError):
-            self.pid_path.unlink()
-
-    def failure_hint(self) -> str:
-        """The line of the server's log that says why it failed (the last exception raised by
-        the model loading code, not MLflow's "command returned non zero" wrapper)."""
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return "no log"
-        for line in reversed(lines):
-            text = line.strip()
-            if _EXCEPTION_LINE.match(text) and not text.startswith("Exception: Command '"):
-                return text[:400]
-        useful = [line.strip() for line in lines if line.strip() and '" 200' not in line]
-        return " | ".join(useful[-3:])[:400] or "empty log"
-
-
-_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*")
-
-
-def terminate_process_group(proc: subprocess.Popen, grace_s: float) -> int | None:
-    """Stop a child started with `start_new_session=True` and everything it spawned."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=grace_s)
-    # The leader may be gone while grandchildren (uvicorn workers) linger: kill the group anyway.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
-    return proc.returncode
-
-
-def kill_leftover_model_servers(run_dir: Path) -> list[int]:
-    """Kill model servers whose pid files remain in `run_dir` (their supervisor died hard).
-
-    A pid is only killed when /proc says it still runs `mlflow models serve`, so a recycled pid
-    of an unrelated process is left alone."""
-    killed = []
-    for pid_file in sorted(run_dir.glob(PID_FILE_GLOB)):
-        try:
-            pid = int(pid_file.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-        except (OSError, ValueError):
-            pid_file.unlink(missing_ok=True)
-            continue
-        if b"mlflow" in cmdline and b"models serve" in cmdline:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-                killed.append(pid)
-        pid_file.unlink(missing_ok=True)
-    return killed
-
-
-# --------------------------------------------------------------------------------------------
-# What the registry says about a version
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    metadata: dict[str, Any]
-    rules: ValidationRules
-    smoke_payload: dict[str, Any]  # a body for POST /invocations that must yield a prediction
-
-
-def read_version_info(name: str, version: str, tracking_uri: str) -> VersionInfo:
-    """Metadata, validation rules and an example request of `models:/name/version`."""
-    from mlflow import MlflowClient
-    from mlflow.models import Model
-
-    uri = f"models:/{name}/{version}"
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    with tempfile.TemporaryDirectory(prefix="model-info-") as tmp:
-        try:
-            location = version_artifact_location(client, name, version)
-            model = Model.load(_download(f"{location}/MLmodel", tmp, tracking_uri))
-        except Exception as exc:  # MLflow raises many types here; all mean "cannot read it"
-            raise ModelLoadError(f"cannot read {uri}/MLmodel: {_one_line(exc)}") from exc
-        metadata = dict(model.metadata or {})
-        if "validation_rules" not in metadata:
-            raise ModelLoadError(
-                f"{uri} has no 'validation_rules' in its metadata; it was not logged by this "
-                "project's pipeline and its inputs could not be checked"
-            )
-        try:
-            rules = ValidationRules.from_dict(metadata["validation_rules"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelLoadError(f"{uri} has malformed validation_rules: {exc!r}") from exc
-        payload = _logged_serving_example(model, location, uri, tracking_uri, tmp)
-    return VersionInfo(metadata=metadata, rules=rules,
-                       smoke_payload=payload or example_payload(rules))
-
-
-def version_artifact_location(client: Any, name: str, version: str) -> str:
-    """Where the files of a registered version live.
-
-    Resolved with our own client because MLflow resolves `models:/name/version` artifact URIs
-    against the process-global registry URI, whatever tracking URI is passed in."""
-    location = str(client.get_model_version_download_uri(name, str(version))).rstrip("/")
-    if location.startswith("models:/"):  # a logged model id (MLflow 3): its artifact location
-        location = str(client.get_logged_model(location.removeprefix("models:/")).
-                       artifact_location).rstrip("/")
-    return location
-
-
-def _download(artifact_uri: str, tmp: str, tracking_uri: str) -> str:
-    from mlflow.artifacts import download_artifacts
-
-    return download_artifacts(artifact_uri=artifact_uri, dst_path=tmp, tracking_uri=tracking_uri)
-
-
-def _logged_serving_example(
-    model: Any, location: str, uri: str, tracking_uri: str, tmp: str
-) -> dict | None:
-    example_info = model.saved_input_example_info or {}
-    serving_path = example_info.get("serving_input_path")
-    if not serving_path:
-        return None
-    try:
-        return json.loads(Path(_download(f"{location}/{serving_path}", tmp, tracking_uri))
-                          .read_text())
-    except Exception as exc:  # the example is declared but unreadable: the artifacts are broken
-        raise ModelLoadError(f"cannot read {uri}/{serving_path}: {_one_line(exc)}") from exc
-
-
-def example_payload(rules: ValidationRules) -> dict[str, Any]:
-    """One valid row built from the rules, for models logged without an input example."""
-    def middle(bounds: tuple[float, float]) -> float:
-        return (bounds[0] + bounds[1]) / 2
-
-    area = min(max(100.0, rules.min_area), rules.max_area)
-    row = {
-        "type": rules.types[0],
-        "sector": rules.sectors[0],
-        "net_usable_area": area,
-        "net_area": area,
-        "n_rooms": min(3.0, rules.max_rooms),
-        "n_bathroom": min(2.0, rules.max_bathrooms),
-        "latitude": middle(rules.latitude),
-        "longitude": middle(rules.longitude),
-    }
-    return {"inputs": [row]}
-
-
-def smoke_predict(client: httpx.Client, base_url: str, payload: dict, timeout_s: float) -> None:
-    """A real prediction through the server; raises ModelLoadError unless it returns numbers."""
-    try:
-        response = client.post(f"{base_url}/invocations", json=payload, timeout=timeout_s)
-    except httpx.HTTPError as exc:
-        raise ModelLoadError(f"example prediction failed: {_one_line(exc)}") from exc
-    if response.status_code != 200:
-        raise ModelLoadError(
-            f"example prediction answered HTTP {response.status_code}: {response.text[:300]}"
-        )
-    try:
-        predictions = response.json()["predictions"]
-        ok = len(predictions) > 0 and all(
-            isinstance(p, int | float) and math.isfinite(p) for p in predictions
-        )
-    except (ValueError, KeyError, TypeError):
-        ok = False
-    if not ok:
-        raise ModelLoadError(f"example prediction returned no prices: {response.text[:300]}")
-
-
-def resolve_alias(client: Any, name: str, alias: str) -> str | None:
-    """The version `alias` points to; None when the model or alias does not exist.
-
-    Unlike `valuation.registry.alias_version`, a registry that cannot be reached raises, so an
-    outage is not mistaken for "there is no champion" (which would stop serving)."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(client.get_model_version_by_alias(name, alias).version)
-    except MlflowException as exc:
-        # An unknown model is RESOURCE_DOES_NOT_EXIST; an unknown alias INVALID_PARAMETER_VALUE
-        # "... alias X not found". Connection failures are INTERNAL_ERROR and must raise.
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return None
-        if exc.error_code == "INVALID_PARAMETER_VALUE" and "not found" in str(exc).lower():
-            return None
-        raise
-
-
-def call_with_timeout(
-    fn: Callable[[], T], timeout_s: float, what: str, pending: dict[str, threading.Thread]
-) -> T:
-    """Run `fn` in a helper thread; raise TimeoutError after `timeout_s`.
-
-    MLflow's HTTP retries cannot be interrupted, only stopped waiting for: the abandoned thread
-    finishes on its own, and until it has, further calls of the same kind fail at once instead
-    of piling up threads behind an unreachable server."""
-    earlier = pending.get(what)
-    if earlier is not None and earlier.is_alive():
-        raise TimeoutError(f"{what}: an earlier call has not returned yet")
-    result: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            result["value"] = fn()
-        except BaseException as exc:  # handed to the caller below
-            result["error"] = exc
-
-    thread = threading.Thread(target=target, name=f"model-server-{what}", daemon=True)
-    pending[what] = thread
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
-        raise TimeoutError(f"{what} did not answer within {timeout_s:g}s")
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:400]}"
-
-
-# --------------------------------------------------------------------------------------------
-# The supervisor
-# --------------------------------------------------------------------------------------------
+    STARTING = "starting"  # launched; not yet answering /ping and the smoke prediction
+    READY = "ready"  # answers; may be bound to aliases
+    DRAINING = "draining"  # no alias wants it; finishing in-flight requests before it stops
 
 
 @dataclass(eq=False)
@@ -404,7 +70,7 @@ class _Server:
     process: ModelServerProcess
     info: VersionInfo
     served: ServedModel
-    phase: str = "starting"  # starting -> ready -> draining; removed when stopped or dead
+    phase: ServerPhase = ServerPhase.STARTING
     started_at: float = field(default_factory=time.monotonic)
     leases: int = 0
     drain_since: float | None = None
@@ -453,6 +119,7 @@ class ModelServerSupervisor:
         self.drain_s = float(cfg.drain_s)
         self.request_timeout_s = float(cfg.request_timeout_s)
         self.registry_timeout_s = float(cfg.registry_timeout_s)
+        self.ping_timeout_s = float(cfg.ping_timeout_s)
         self.stop_grace_s = float(cfg.stop_grace_s)
         self.retry_backoff_s = float(cfg.retry_backoff_s)
         self.retry_backoff_max_s = float(cfg.retry_backoff_max_s)
@@ -485,7 +152,7 @@ class ModelServerSupervisor:
                                         daemon=True)
         self._thread.start()
         log.info("model_server.supervisor_started", model=self.model_name,
-                 aliases=list(self.aliases), tracking_uri=_safe_uri(self.tracking_uri),
+                 aliases=list(self.aliases), tracking_uri=redact_uri(self.tracking_uri),
                  run_dir=str(self.run_dir))
 
     def stop(self) -> None:
@@ -536,7 +203,7 @@ class ModelServerSupervisor:
         with self._lock:
             aliases = {name: self._alias_status(name) for name in self.aliases}
             servers = [
-                {"version": s.version, "phase": s.phase, "url": s.process.base_url,
+                {"version": s.version, "phase": s.phase.value, "url": s.process.base_url,
                  "pid": s.process.pid, "log": str(s.process.log_path), "in_flight": s.leases}
                 for s in self._servers
             ]
@@ -560,7 +227,7 @@ class ModelServerSupervisor:
             bound = state.bound if state else None
             return bound if bound is not None and bound.version == version else None
         for server in self._servers:
-            if server.version == version and server.phase in ("ready", "draining"):
+            if server.version == version and server.phase in (ServerPhase.READY, ServerPhase.DRAINING):
                 return server
         return None
 
@@ -591,7 +258,7 @@ class ModelServerSupervisor:
                 "detail": pending}
 
     def _pending_detail(self, version: str) -> str:
-        starting = [s for s in self._servers if s.version == version and s.phase == "starting"]
+        starting = [s for s in self._servers if s.version == version and s.phase is ServerPhase.STARTING]
         if starting:
             return f"starting version {version} at {starting[0].process.base_url}"
         failure = self._failures.get(version)
@@ -610,7 +277,7 @@ class ModelServerSupervisor:
                 try:
                     self._tick()
                 except Exception as exc:  # one bad tick must not end supervision
-                    log.error("model_server.tick_failed", error=_one_line(exc))
+                    log.error("model_server.tick_failed", error=describe_error(exc))
                 self._stop_event.wait(self.poll_interval_s)
         finally:
             self._http.close()
@@ -636,8 +303,8 @@ class ModelServerSupervisor:
                     self.registry_timeout_s, "registry", self._pending_calls,
                 )
             except Exception as exc:
-                message = f"cannot read alias {alias!r} from {_safe_uri(self.tracking_uri)}: " \
-                          f"{_one_line(exc)}"
+                message = f"cannot read alias {alias!r} from {redact_uri(self.tracking_uri)}: " \
+                          f"{describe_error(exc)}"
                 if state.registry_error != message:
                     log.warning("model_server.registry_unavailable", alias=alias, error=message)
                 with self._lock:
@@ -672,7 +339,7 @@ class ModelServerSupervisor:
     def _check_health(self) -> None:
         assert self._http is not None
         for server in list(self._servers):
-            if server.phase != "ready":
+            if server.phase is not ServerPhase.READY:
                 continue
             if server.process.ping(self._http):
                 server.failed_pings = 0
@@ -692,7 +359,7 @@ class ModelServerSupervisor:
                 self._alias[alias].bound = None
                 self._alias[alias].problem = reason
         server.process.stop(self.stop_grace_s)
-        if server.phase == "draining":
+        if server.phase is ServerPhase.DRAINING:
             return
         log.error("model_server.lost", version=server.version, reason=reason,
                   aliases=orphaned_aliases, log=str(server.process.log_path))
@@ -708,7 +375,7 @@ class ModelServerSupervisor:
     def _advance_starting(self) -> None:
         assert self._http is not None
         for server in list(self._servers):
-            if server.phase != "starting":
+            if server.phase is not ServerPhase.STARTING:
                 continue
             if not self._is_desired(server.version):
                 self._discard(server, "its alias moved on before it was ready")
@@ -721,7 +388,7 @@ class ModelServerSupervisor:
                     self._fail_start(server, str(exc))
                     continue
                 with self._lock:
-                    server.phase = "ready"
+                    server.phase = ServerPhase.READY
                     self._failures.pop(server.version, None)
                 log.info("model_server.ready", version=server.version,
                          url=server.process.base_url,
@@ -760,7 +427,7 @@ class ModelServerSupervisor:
                 continue
             if state.bound is not None and state.bound.version == version:
                 continue
-            ready = self._server_for(version, "ready")
+            ready = self._server_for(version, ServerPhase.READY)
             if ready is not None:
                 with self._lock:
                     previous, state.bound = state.bound, ready  # the switch: one assignment
@@ -769,15 +436,15 @@ class ModelServerSupervisor:
                          url=ready.process.base_url,
                          from_version=previous.version if previous else None)
                 continue
-            if self._server_for(version, "starting") is not None:
+            if self._server_for(version, ServerPhase.STARTING) is not None:
                 continue
             failure = self._failures.get(version)
             if failure is not None and time.monotonic() < failure.retry_at:
                 continue
             self._launch(version)
 
-    def _server_for(self, version: str, phase: str) -> _Server | None:
-        return next((s for s in self._servers if s.version == version and s.phase == phase),
+    def _server_for(self, version: str, phase: ServerPhase) -> _Server | None:
+        return next((s for s in self._servers if s.version == version and s.phase is phase),
                     None)
 
     def _launch(self, version: str) -> None:
@@ -787,7 +454,7 @@ class ModelServerSupervisor:
                 self.registry_timeout_s, "model metadata", self._pending_calls,
             )
         except Exception as exc:
-            reason = str(exc) if isinstance(exc, ModelLoadError) else _one_line(exc)
+            reason = str(exc) if isinstance(exc, ModelLoadError) else describe_error(exc)
             log.error("model_server.version_unusable", version=version, reason=reason)
             self._record_failure(version, reason)
             return
@@ -799,7 +466,8 @@ class ModelServerSupervisor:
         process = ModelServerProcess(
             self.model_name, version, host=self.host, port=port, workers=self.workers,
             tracking_uri=self.tracking_uri, run_dir=self.run_dir,
-            request_timeout_s=self.request_timeout_s, access_log=self.access_log,
+            request_timeout_s=self.request_timeout_s, ping_timeout_s=self.ping_timeout_s,
+            access_log=self.access_log,
         )
         served = ServedModel(self.model_name, version, process.base_url, info.rules,
                              info.metadata)
@@ -826,13 +494,13 @@ class ModelServerSupervisor:
         with self._lock:
             bound = {id(s.bound) for s in self._alias.values() if s.bound is not None}
         for server in list(self._servers):
-            if id(server) in bound or server.phase == "starting":
+            if id(server) in bound or server.phase is ServerPhase.STARTING:
                 continue
-            if server.phase == "ready":
+            if server.phase is ServerPhase.READY:
                 if self._is_desired(server.version):
                     continue  # the alias still wants it: _reconcile binds it
                 with self._lock:
-                    server.phase = "draining"
+                    server.phase = ServerPhase.DRAINING
                     server.drain_since = now
                 log.info("model_server.draining", version=server.version,
                          url=server.process.base_url, drain_s=self.drain_s)
@@ -846,21 +514,3 @@ class ModelServerSupervisor:
                 server.process.stop(self.stop_grace_s)
                 log.info("model_server.stopped", version=server.version,
                          url=server.process.base_url, in_flight=server.leases)
-
-
-def port_is_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _safe_uri(uri: str) -> str:
-    """A tracking URI without credentials, for logs."""
-    if "@" in uri and "://" in uri:
-        scheme, rest = uri.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return uri
-
