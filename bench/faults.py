@@ -49,12 +49,12 @@ class Selection:
 
 
 SELECTIONS = (
-    Selection("tests/stack/test_proxy_faults.py"),
-    Selection("tests/api/test_worker.py", ("killed_worker",)),
+    Selection("tests/serving/model_servers/test_proxy_faults.py"),
+    Selection("tests/serving/jobs/test_worker.py", ("killed_worker",)),
     # Not the whole "redis" match: test_the_counter_is_shared_by_limiters_on_one_redis breaks nothing.
-    Selection("tests/api/test_rate_limit.py", ("redis_down", "redis_kill")),
-    Selection("tests/keys/test_vault_outage.py"),
-    Selection("tests/stack/test_model_server.py", ("dead_model_server", "broken_versions")),
+    Selection("tests/serving/api/test_rate_limit.py", ("redis_down", "redis_kill")),
+    Selection("tests/serving/keys/test_vault_outage.py"),
+    Selection("tests/serving/model_servers/test_model_server.py", ("dead_model_server", "broken_versions")),
 )
 # The fault each test proves, for tests without a docstring (keyed by test function name).
 DESCRIPTIONS = {
@@ -124,7 +124,7 @@ def parse_junit(xml_text: str) -> list[dict[str, Any]]:
     for case in root.iter("testcase"):
         classname, name = case.get("classname", ""), case.get("name", "")
         module_parts = [p for p in classname.split(".") if p]
-        # classname is "tests.api.test_worker" (or "...test_x.TestClass" for a method).
+        # classname is "tests.serving.jobs.test_worker" (or "...test_x.TestClass" for a method).
         while module_parts and not module_parts[-1].startswith("test_"):
             module_parts.pop()
         path = "/".join(module_parts) + ".py" if module_parts else classname

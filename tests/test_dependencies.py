@@ -16,7 +16,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from tests.helpers.imports import imports_in
+from tests.support.imports import imports_in
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Every folder of Python code in the project: what ships, what runs it, and what tests it.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.imports import imports_in
+from tests.support.imports import imports_in
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_PACKAGES = {"valuation", "serving", "steps", "bench", "tests"}

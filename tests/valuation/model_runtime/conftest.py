@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.support import TINY_PIPELINE, run_pipeline_in_child
+from tests.support.serving import TINY_PIPELINE, run_pipeline_in_child
 
 MODEL_NAME = "property_friends_best_model"
 # The default model group, made tiny; thresholds opened up as in TINY_PIPELINE.

@@ -7,7 +7,7 @@ import sys
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
-from tests.helpers.imports import imports_in
+from tests.support.imports import imports_in
 from valuation.packaging import RUNTIME_DIR, model_requirements
 
 # Project packages and training/serving-side libraries the model runtime must never need.

@@ -16,7 +16,7 @@ import mlflow
 import pytest
 
 from serving.processes import terminate_process_group
-from tests.api.support import TINY_PIPELINE, child_env, free_port, run_pipeline_in_child, wait_for
+from tests.support.serving import TINY_PIPELINE, child_env, free_port, run_pipeline_in_child, wait_for
 from valuation.config import PROJECT_ROOT
 from valuation.model_runtime.schema import EXAMPLE_ROW
 

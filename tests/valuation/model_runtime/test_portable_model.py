@@ -17,7 +17,7 @@ import mlflow
 import pytest
 
 from serving.processes import terminate_process_group
-from tests.api.support import free_port, wait_for
+from tests.support.serving import free_port, wait_for
 from tests.valuation.model_runtime.conftest import MODEL_NAME, PortableRegistry
 from valuation.model_runtime.schema import EXAMPLE_ROW
 

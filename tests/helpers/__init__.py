@@ -1,1 +1,0 @@
-"""Helpers any test folder may import (`from tests.helpers.bao import start_bao`)."""
