@@ -174,9 +174,8 @@ class Stack:
         lines.append("Try:")
         proxy = self.endpoints.get("proxy", "")
         lines.append(f"  curl {proxy}/health ; curl {proxy}/ready")
-        lines.append(f"  VAULT_ADDR={self.endpoints.get('vault', '')} "
-                     f"VAULT_APPROLE_FILE={self.plan.approle_file} "
-                     "valuation keys create --owner me --role predict")
+        # The CLI finds this stack's Vault through the state file; no VAULT_* to export.
+        lines.append("  valuation keys create --owner me --role predict")
         if not self.environ.get("API_KEY"):
             lines.append("  (API_KEY is not set: no key was seeded; create one as above)")
         print("\n".join(lines) + "\n", flush=True)
