@@ -20,7 +20,7 @@ $(BIN)/valuation: pyproject.toml
 CHECKOV_VENV := .venv-checkov
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
 
-$(CHECKOV): $(BIN)/valuation
+$(CHECKOV): | $(BIN)/valuation
 	$(BIN)/uv venv --quiet --python $(PYTHON) $(CHECKOV_VENV)
 	$(BIN)/uv pip install --quiet --python $(CHECKOV_VENV)/bin/python 'checkov>=3.2.0,<4'
 	@touch $@

@@ -1,9 +1,11 @@
 """The chart's offline CI checks: helm lint --strict, every rendered manifest against Kubernetes
-1.30's schemas (strict: unknown fields are errors), and checkov's Kubernetes policies."""
+1.30's schemas (strict: unknown fields are errors), checkov's Kubernetes policies, and the values
+schema refusing bad values with the key named."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import helm_python as helm
@@ -11,6 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from serving import ratelimit
 from tests.deploy.helm.conftest import CHART, VALUES_FILES
 from valuation.config import PROJECT_ROOT
 
@@ -73,3 +76,24 @@ def test_checkov_finds_nothing(renderings, tmp_path):
     failed = [(c["check_id"], c["resource"]) for c in report["results"]["failed_checks"]]
     assert summary["failed"] == 0, failed
     assert summary["passed"] > 100 and summary["parsing_errors"] == 0, summary
+
+
+@pytest.mark.parametrize(("values", "named"), [
+    ({"proxy": {"replica": 3}}, "'replica' not allowed"),  # a misspelt key
+    ({"redis": {"host": ""}}, "/redis/host"),
+    ({"vault": {"addr": "vault:8200"}}, "/vault/addr"),
+    ({"tracking": {"artifactsDestination": "/mlartifacts"}}, "/tracking/artifactsDestination"),
+    ({"proxy": {"rateLimitPerKey": "100 per second"}}, "/proxy/rateLimitPerKey"),
+])
+def test_bad_values_fail_with_the_key_named(values, named):
+    with pytest.raises(helm.HelmValuesError, match=re.escape(named)):
+        helm.Chart.load(CHART).render(values, name="valuation", namespace="valuation-test")
+
+
+def test_the_schema_takes_the_rate_units_the_proxy_takes():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    pattern = schema["properties"]["proxy"]["properties"]["rateLimitPerKey"]["pattern"]
+    units = re.search(r"/\(([^)]*)\)", pattern).group(1).split("|")
+    assert set(units) == set(ratelimit._UNITS)
+    for text in ("", "100/second", "5/m", "1/days"):
+        assert re.fullmatch(pattern, text) and (ratelimit.parse_rate(text) or text == "")
