@@ -34,8 +34,11 @@ CHECKOV_SKIPS = {
 }
 
 
-def test_chart_lints_strictly():
-    report = helm.lint(CHART, strict=True, kube_version=f"v{KUBERNETES_VERSION}")
+@pytest.mark.parametrize("values_name", VALUES_FILES)
+def test_chart_lints_strictly(values_name):
+    values_file = VALUES_FILES[values_name]
+    values = yaml.safe_load(values_file.read_text()) if values_file else None
+    report = helm.lint(CHART, values, strict=True, kube_version=f"v{KUBERNETES_VERSION}")
     assert report["total_charts_linted"] == 1
     assert report["errors"] == []
     # severity 1 is information (e.g. "icon is recommended"); 2 and 3 are warnings and errors.
