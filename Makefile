@@ -4,14 +4,25 @@ VENV := .venv
 BIN := $(VENV)/bin
 REAL_DATA ?= ../shared/data/property-friends
 
-.PHONY: install train test test-fast test-lowest lint security stack bench bench-quality clean
+.PHONY: install train test test-fast test-lowest lint security stack bench bench-quality chart-check clean
 
-install: $(BIN)/valuation
+install: $(BIN)/valuation $(CHECKOV)
 
 $(BIN)/valuation: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+# checkov (the Helm chart's security scan, tests/deploy/) lives in a venv of its own: it pins
+# old versions of libraries the project needs newer (packaging<24, boto3, networkx<2.7), so it
+# cannot share .venv. tests/deploy/ run it from here.
+CHECKOV_VENV := .venv-checkov
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
+
+$(CHECKOV): | $(BIN)/valuation
+	$(BIN)/uv venv --quiet --python $(PYTHON) $(CHECKOV_VENV)
+	$(BIN)/uv pip install --quiet --python $(CHECKOV_VENV)/bin/python 'checkov>=3.2.0,<4'
 	@touch $@
 
 # Runs the MLflow Project's main entry point. Uses data/train.csv + data/test.csv when present;
@@ -69,6 +80,11 @@ bench: install
 
 bench-quality: install
 	$(BIN)/python -m bench.quality --data-dir $(REAL_DATA)
+
+# The Helm chart's offline checks: render (several values files), helm lint --strict, the
+# manifests against Kubernetes 1.30's schemas, checkov. Also part of `make test`.
+chart-check: install
+	$(BIN)/pytest -q tests/deploy
 
 clean:
 	rm -rf .stack outputs multirun .pytest_cache .ruff_cache

@@ -6,14 +6,19 @@ environment names must be ones the code reads, ports must agree, secrets must be
 
 from __future__ import annotations
 
-import ast
-import importlib
 import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.support.deployment import (
+    SECRET_NAME,
+    THIRD_PARTY_ENV,
+    missing_project_imports,
+    module_defines,
+    names_read_by_code,
+)
 from valuation.config import PROJECT_ROOT
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yaml"
@@ -21,11 +26,7 @@ DOCKERFILE = PROJECT_ROOT / "docker" / "Dockerfile"
 DOCKERIGNORE = PROJECT_ROOT / "docker" / "Dockerfile.dockerignore"
 ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
 OUR_IMAGE_SERVICES = ("tracking_server", "vault-init", "proxy", "worker")
-SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|API_KEY")
 VAR_REF = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?:(:?[-?])[^}]*)?\}")
-# Read by third-party code inside our containers (MLflow's client, redis-cli, Python itself).
-THIRD_PARTY_ENV = {"MLFLOW_BACKEND_STORE_URI", "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
-                   "MLFLOW_HTTP_REQUEST_TIMEOUT"}
 
 
 @pytest.fixture(scope="module")
@@ -48,19 +49,6 @@ def env_example() -> dict[str, str]:
     return values
 
 
-def names_read_by_code() -> set[str]:
-    """Env names conf/serving.yaml resolves plus those the serving code reads directly."""
-    names = set(re.findall(r"oc\.env:([A-Z_][A-Z0-9_]*)", (PROJECT_ROOT / "conf" /
-                                                            "serving.yaml").read_text()))
-    for path in [*(PROJECT_ROOT / "serving").rglob("*.py"), *(PROJECT_ROOT / "conf" /
-                                                               "data").glob("*.yaml")]:
-        text = path.read_text()
-        names |= set(re.findall(r"(?:secret|_env|environ\.get|getenv)\(\s*\"([A-Z_][A-Z0-9_]*)\"",
-                                text))
-        names |= set(re.findall(r"url_env:\s*([A-Z_][A-Z0-9_]*)", text))
-    return names
-
-
 def strings_in(node: object) -> list[str]:
     """Every string value (and key) of the parsed compose file: comments are not config."""
     if isinstance(node, dict):
@@ -73,19 +61,6 @@ def strings_in(node: object) -> list[str]:
 def command_words(service: dict) -> list[str]:
     command = service.get("command", [])
     return command.split() if isinstance(command, str) else [str(w) for w in command]
-
-
-def module_defines(module: str, attribute: str | None = None) -> bool:
-    path = PROJECT_ROOT / Path(*module.split(".")).with_suffix(".py")
-    if not path.exists():
-        return False
-    tree = ast.parse(path.read_text())
-    if attribute is None:  # runnable with `python -m`: has a __main__ guard
-        return any(isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)
-                   for node in tree.body)
-    return any(isinstance(node, ast.Assign) and any(getattr(t, "id", None) == attribute
-                                                    for t in node.targets)
-               for node in tree.body)
 
 
 # ---- topology ------------------------------------------------------------------------------
@@ -141,19 +116,12 @@ def test_worker_and_vault_init_run_existing_modules(services):
 
 
 def test_python_healthchecks_import_what_the_code_has(services):
-    checked = 0
-    for name, service in services.items():
-        test = service.get("healthcheck", {}).get("test") or []
-        if "python" not in test:
-            continue
-        program = ast.parse(test[test.index("-c") + 1])
-        for node in ast.walk(program):
-            if isinstance(node, ast.ImportFrom) and node.module.startswith("serving"):
-                module = importlib.import_module(node.module)
-                for alias in node.names:
-                    assert hasattr(module, alias.name), f"{name}: {node.module}.{alias.name}"
-                checked += 1
-    assert checked, "no healthcheck program imports the project's code"
+    programs = {name: test[test.index("-c") + 1] for name, service in services.items()
+                for test in [service.get("healthcheck", {}).get("test") or []]
+                if "python" in test and "from serving" in " ".join(test)}
+    assert programs, "no healthcheck program imports the project's code"
+    for name, program in programs.items():
+        assert not missing_project_imports(program), name
 
 
 def test_proxy_reads_the_approle_file_vault_init_writes(services):
