@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.support.s3 import s3_bucket, s3_server  # noqa: F401  (fixtures shared by every folder)
 from valuation.config import load_config
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

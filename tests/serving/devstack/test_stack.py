@@ -32,7 +32,7 @@ def test_default_store_is_the_one_make_train_writes(monkeypatch):
     result = plan({})
     # `make train` without MLFLOW_TRACKING_URI: sqlite in the project, artifacts beside it.
     assert result.backend_store_uri == f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
-    assert result.artifacts_destination == PROJECT_ROOT / "mlartifacts"
+    assert result.artifacts_destination == (PROJECT_ROOT / "mlartifacts").as_uri()
     assert result.tracking_uri == f"http://127.0.0.1:{result.mlflow_port}"
 
 
@@ -42,7 +42,7 @@ def test_a_database_tracking_uri_becomes_the_servers_store(tmp_path: Path, monke
     store = f"sqlite:///{tmp_path / 'elsewhere.db'}"
     result = plan({"MLFLOW_TRACKING_URI": store, "MLFLOW_PORT": "5123"})
     assert result.backend_store_uri == store
-    assert result.artifacts_destination == tmp_path / "mlartifacts"
+    assert result.artifacts_destination == (tmp_path / "mlartifacts").as_uri()
     assert result.tracking_uri == "http://127.0.0.1:5123"  # children talk to the server
 
 

@@ -1,0 +1,62 @@
+"""Artifacts on S3-compatible storage: where experiments put them, and the bucket check that runs
+before anything is written, against a real S3-protocol server (moto_server, tests/support/s3.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from serving.ports import free_port
+from tests.support.s3 import S3Server
+from valuation.artifact_store import ArtifactStoreUnreachable, is_object_store, require_reachable
+from valuation.config import PROJECT_ROOT, artifact_location, load_config
+
+
+@pytest.fixture
+def probe_settings():
+    return load_config().artifact_store
+
+
+def use(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_a_configured_bucket_is_where_direct_clients_put_artifacts(monkeypatch, tmp_path: Path):
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_ARTIFACTS_DESTINATION", "s3://bucket/prefix")
+    assert artifact_location(store) == "s3://bucket/prefix"
+    assert artifact_location(store, "s3://other/p") == "s3://other/p"  # the stack's setting wins
+    assert artifact_location("http://127.0.0.1:5000") is None  # a server decides for itself
+    monkeypatch.setenv("MLFLOW_ARTIFACTS_DESTINATION", "some/dir")
+    assert artifact_location(store) == (PROJECT_ROOT / "some" / "dir").as_uri()
+    monkeypatch.delenv("MLFLOW_ARTIFACTS_DESTINATION")
+    assert artifact_location(store) == (tmp_path / "mlartifacts").as_uri()
+    assert is_object_store("s3://bucket/prefix") and not is_object_store(artifact_location(store))
+
+
+def test_an_existing_bucket_passes(s3_server: S3Server, s3_bucket: str, probe_settings, monkeypatch):
+    use(monkeypatch, s3_server.env())
+    require_reachable(f"s3://{s3_bucket}/runs", probe_settings)
+
+
+def test_a_missing_bucket_is_named_with_its_endpoint(s3_server: S3Server, probe_settings,
+                                                      monkeypatch):
+    use(monkeypatch, s3_server.env())
+    with pytest.raises(ArtifactStoreUnreachable) as refused:
+        require_reachable("s3://no-such-bucket/runs", probe_settings)
+    message = str(refused.value)
+    assert "s3://no-such-bucket/runs" in message and "does not exist" in message
+    assert f"bucket 'no-such-bucket' at {s3_server.endpoint}" in message
+    assert s3_server.secret_key not in message
+
+
+def test_an_endpoint_nobody_answers_is_named(s3_server: S3Server, probe_settings, monkeypatch):
+    closed = f"http://127.0.0.1:{free_port()}"
+    use(monkeypatch, {**s3_server.env(), "MLFLOW_S3_ENDPOINT_URL": closed})
+    with pytest.raises(ArtifactStoreUnreachable) as refused:
+        require_reachable("s3://artifacts/runs", probe_settings)
+    message = str(refused.value)
+    assert f"bucket 'artifacts' at {closed} is unreachable" in message
+    assert "\n" not in message and s3_server.secret_key not in message
