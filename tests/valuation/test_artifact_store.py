@@ -3,12 +3,17 @@ before anything is written, against a real S3-protocol server (moto_server, test
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 
 from serving.ports import free_port
 from tests.support.s3 import S3Server
+from tests.support.stack import PIPELINE_OVERRIDES
 from valuation.artifact_store import ArtifactStoreUnreachable, is_object_store, require_reachable
 from valuation.config import PROJECT_ROOT, artifact_location, load_config
 
@@ -60,3 +65,22 @@ def test_an_endpoint_nobody_answers_is_named(s3_server: S3Server, probe_settings
     message = str(refused.value)
     assert f"bucket 'artifacts' at {closed} is unreachable" in message
     assert "\n" not in message and s3_server.secret_key not in message
+
+
+def test_training_into_a_missing_bucket_stops_before_training_with_one_line(
+        s3_server: S3Server, tmp_path: Path):
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(tracking_uri=store).search_experiments()  # the store exists: its set-up logs here
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
+    env.update(s3_server.env(), MLFLOW_TRACKING_URI=store,
+               MLFLOW_ARTIFACTS_DESTINATION="s3://no-such-bucket/mlflow")
+    done = subprocess.run(
+        [sys.executable, "-m", "steps.main", "--overrides", " ".join(PIPELINE_OVERRIDES)],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    [line] = [line for line in done.stderr.splitlines() if line.strip()]
+    assert line.startswith("error: artifact location s3://no-such-bucket/mlflow"), line
+    assert f"bucket 'no-such-bucket' at {s3_server.endpoint} does not exist" in line
+    assert MlflowClient(tracking_uri=store).search_runs(["0", "1"]) == []  # nothing ran
