@@ -48,3 +48,7 @@ def test_train_register_and_serve_with_artifacts_only_in_the_bucket(
     assert sum(key.endswith("/MLmodel") for key in keys) >= 2, keys
     assert not (tmp_path / "mlartifacts").exists()
     assert not (tmp_path / "mlruns").exists()
+    # The S3 secret reached the children through their environment only: no output or log has it.
+    logs = [stack.output, *(tmp_path / "state").rglob("*.log")]
+    assert len(logs) > 5 and not [log for log in logs
+                                  if s3_server.secret_key in log.read_text(errors="replace")]
