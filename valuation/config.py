@@ -99,6 +99,7 @@ def configure_mlflow(cfg: DictConfig) -> str:
         experiment_id = client.get_experiment_by_name(cfg.experiment_name).experiment_id
     experiment = client.get_experiment(experiment_id)
     require_writable_artifacts(experiment, uri)
+    require_configured_destination(experiment, uri)
     if is_object_store(experiment.artifact_location):
         require_reachable(experiment.artifact_location, cfg.artifact_store)
     mlflow.set_experiment(experiment_id=experiment_id)
@@ -119,6 +120,23 @@ def require_writable_artifacts(experiment, uri: str) -> None:
         "write: start `make stack` and train through it (MLFLOW_TRACKING_URI=http://127.0.0.1:"
         "5000 make train, or POST /train), or train into another experiment "
         "(mlflow run . --env-manager local --experiment-name NEW_NAME)")
+
+
+def require_configured_destination(experiment, uri: str) -> None:
+    """Refuse an experiment whose artifacts live outside an explicitly set
+    MLFLOW_ARTIFACTS_DESTINATION when this process opens the database directly: one created
+    before the destination was set, or MLflow's Default experiment of a store `mlflow run` created
+    (./mlruns). Its artifacts would silently land somewhere other than where they were asked to."""
+    configured = os.environ.get(ARTIFACTS_DESTINATION_ENV)
+    wanted = artifact_location(uri) if configured else None
+    location = str(experiment.artifact_location)
+    if wanted is None or location == wanted or location.startswith(wanted.rstrip("/") + "/"):
+        return
+    raise StoreNotWritable(
+        f"experiment {experiment.name!r} (id {experiment.experiment_id}) of {uri} keeps its "
+        f"artifacts in {location}, not in {ARTIFACTS_DESTINATION_ENV}={configured}: train into "
+        "a new experiment, which is created there (mlflow run . --env-manager local "
+        f"--experiment-name NEW_NAME), or unset {ARTIFACTS_DESTINATION_ENV}")
 
 
 def ensure_experiment(name: str, uri: str) -> None:

@@ -67,20 +67,40 @@ def test_an_endpoint_nobody_answers_is_named(s3_server: S3Server, probe_settings
     assert "\n" not in message and s3_server.secret_key not in message
 
 
-def test_training_into_a_missing_bucket_stops_before_training_with_one_line(
-        s3_server: S3Server, tmp_path: Path):
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    MlflowClient(tracking_uri=store).search_experiments()  # the store exists: its set-up logs here
+def train_refused(s3_server: S3Server, store: str, destination: str, *overrides: str) -> str:
+    """Run the pipeline directly on `store` with MLFLOW_ARTIFACTS_DESTINATION=`destination`;
+    it must refuse with exit code 2 and one line, no traceback: that line."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
-    env.update(s3_server.env(), MLFLOW_TRACKING_URI=store,
-               MLFLOW_ARTIFACTS_DESTINATION="s3://no-such-bucket/mlflow")
+    env.update(s3_server.env(), MLFLOW_TRACKING_URI=store, MLFLOW_ARTIFACTS_DESTINATION=destination)
     done = subprocess.run(
-        [sys.executable, "-m", "steps.main", "--overrides", " ".join(PIPELINE_OVERRIDES)],
+        [sys.executable, "-m", "steps.main", "--overrides", " ".join([*PIPELINE_OVERRIDES, *overrides])],
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 2, done.stdout + done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     [line] = [line for line in done.stderr.splitlines() if line.strip()]
+    return line
+
+
+def test_training_into_a_missing_bucket_stops_before_training_with_one_line(
+        s3_server: S3Server, tmp_path: Path):
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(tracking_uri=store).search_experiments()  # the store exists: its set-up logs here
+    line = train_refused(s3_server, store, "s3://no-such-bucket/mlflow")
     assert line.startswith("error: artifact location s3://no-such-bucket/mlflow"), line
     assert f"bucket 'no-such-bucket' at {s3_server.endpoint} does not exist" in line
     assert MlflowClient(tracking_uri=store).search_runs(["0", "1"]) == []  # nothing ran
+
+
+def test_training_refuses_an_experiment_outside_the_configured_bucket(
+        s3_server: S3Server, s3_bucket: str, tmp_path: Path):
+    # An experiment made before the bucket was configured keeps its file root: its artifacts
+    # would silently stay on disk, so training stops at once and says what to do.
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(tracking_uri=store).create_experiment(
+        "on-disk", artifact_location=(tmp_path / "mlartifacts").as_uri())
+    line = train_refused(s3_server, store, f"s3://{s3_bucket}/mlflow", "experiment_name=on-disk")
+    assert line.startswith("error: experiment 'on-disk'"), line
+    assert (tmp_path / "mlartifacts").as_uri() in line and f"s3://{s3_bucket}/mlflow" in line
+    assert "--experiment-name" in line
+    assert not (tmp_path / "mlartifacts").exists()  # nothing was trained
