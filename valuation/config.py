@@ -134,9 +134,10 @@ def require_configured_destination(experiment, uri: str) -> None:
         return
     raise StoreNotWritable(
         f"experiment {experiment.name!r} (id {experiment.experiment_id}) of {uri} keeps its "
-        f"artifacts in {location}, not in {ARTIFACTS_DESTINATION_ENV}={configured}: train into "
-        "a new experiment, which is created there (mlflow run . --env-manager local "
-        f"--experiment-name NEW_NAME), or unset {ARTIFACTS_DESTINATION_ENV}")
+        f"artifacts in {location}, not in {ARTIFACTS_DESTINATION_ENV}={configured}: create an "
+        f"experiment there and train into it (mlflow experiments create -n NEW_NAME -l {wanted}; "
+        "mlflow run . --env-manager local --experiment-name NEW_NAME), or unset "
+        f"{ARTIFACTS_DESTINATION_ENV}")
 
 
 def ensure_experiment(name: str, uri: str) -> None:

@@ -102,5 +102,5 @@ def test_training_refuses_an_experiment_outside_the_configured_bucket(
     line = train_refused(s3_server, store, f"s3://{s3_bucket}/mlflow", "experiment_name=on-disk")
     assert line.startswith("error: experiment 'on-disk'"), line
     assert (tmp_path / "mlartifacts").as_uri() in line and f"s3://{s3_bucket}/mlflow" in line
-    assert "--experiment-name" in line
+    assert f"mlflow experiments create -n NEW_NAME -l s3://{s3_bucket}/mlflow;" in line
     assert not (tmp_path / "mlartifacts").exists()  # nothing was trained
