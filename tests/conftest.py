@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.support.s3 import s3_bucket, s3_server  # noqa: F401  (fixtures shared by every folder)
 from valuation.config import load_config
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +32,7 @@ def _reset_mlflow_globals() -> None:
 @pytest.fixture(autouse=True)
 def isolated_mlflow_state(monkeypatch: pytest.MonkeyPatch):
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID",
-                 "MLFLOW_EXPERIMENT_NAME"):
+                 "MLFLOW_EXPERIMENT_NAME", "MLFLOW_ARTIFACTS_DESTINATION"):
         monkeypatch.delenv(name, raising=False)
     _reset_mlflow_globals()
     yield

@@ -35,6 +35,7 @@ NOT_IMPORTED = {
     "py-spy": "profiler command (bench/)",
     "bandit": "make security",
     "pip-audit": "make security (scripts/dependency_audit.py runs it)",
+    "moto": "the moto_server command, an S3-protocol server for tests (tests/support/s3.py)",
 }
 # Set by `make test-lowest`, whose venv holds every direct dependency at its lowest allowed version.
 LOWEST_DIRECT = os.environ.get("VALUATION_LOWEST_DIRECT") == "1"

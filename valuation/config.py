@@ -9,9 +9,12 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from valuation.artifact_store import is_object_store, require_reachable
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "conf"
 DEFAULT_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"  # `make train`'s store
+ARTIFACTS_DESTINATION_ENV = "MLFLOW_ARTIFACTS_DESTINATION"  # read by training and `make stack`
 
 
 def load_config(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:
@@ -58,6 +61,23 @@ def artifact_root(store_uri: str) -> Path | None:
     return PROJECT_ROOT / "mlartifacts"
 
 
+def artifact_location(store_uri: str, configured: str | None = None) -> str | None:
+    """The URI where experiments this project creates keep their artifacts: `configured` (the dev
+    stack's `stack.artifacts_destination`), else MLFLOW_ARTIFACTS_DESTINATION, else
+    `artifact_root(store_uri)`. A URI (`s3://bucket/prefix`, `file:///...`) is taken as is, a
+    path relative to the project root. None for a tracking server, which decides for itself.
+    `make stack` gives its tracking server the same location as the default root of the
+    experiments it creates, so `make train` (opening the database directly, with the same
+    environment) writes where the server does: plain files, or the same bucket."""
+    if is_server_uri(store_uri):
+        return None
+    chosen = configured or os.environ.get(ARTIFACTS_DESTINATION_ENV)
+    if chosen and "://" in chosen:
+        return chosen
+    root = resolve_path(chosen).resolve() if chosen else artifact_root(store_uri)
+    return root.as_uri()
+
+
 class StoreNotWritable(ValueError):
     """The tracking store holds an experiment this process cannot write artifacts to."""
 
@@ -77,7 +97,11 @@ def configure_mlflow(cfg: DictConfig) -> str:
     else:
         ensure_experiment(cfg.experiment_name, uri)
         experiment_id = client.get_experiment_by_name(cfg.experiment_name).experiment_id
-    require_writable_artifacts(client.get_experiment(experiment_id), uri)
+    experiment = client.get_experiment(experiment_id)
+    require_writable_artifacts(experiment, uri)
+    require_configured_destination(experiment, uri)
+    if is_object_store(experiment.artifact_location):
+        require_reachable(experiment.artifact_location, cfg.artifact_store)
     mlflow.set_experiment(experiment_id=experiment_id)
     return uri
 
@@ -98,16 +122,33 @@ def require_writable_artifacts(experiment, uri: str) -> None:
         "(mlflow run . --env-manager local --experiment-name NEW_NAME)")
 
 
+def require_configured_destination(experiment, uri: str) -> None:
+    """Refuse an experiment whose artifacts live outside an explicitly set
+    MLFLOW_ARTIFACTS_DESTINATION when this process opens the database directly: one created
+    before the destination was set, or MLflow's Default experiment of a store `mlflow run` created
+    (./mlruns). Its artifacts would silently land somewhere other than where they were asked to."""
+    configured = os.environ.get(ARTIFACTS_DESTINATION_ENV)
+    wanted = artifact_location(uri) if configured else None
+    location = str(experiment.artifact_location)
+    if wanted is None or location == wanted or location.startswith(wanted.rstrip("/") + "/"):
+        return
+    raise StoreNotWritable(
+        f"experiment {experiment.name!r} (id {experiment.experiment_id}) of {uri} keeps its "
+        f"artifacts in {location}, not in {ARTIFACTS_DESTINATION_ENV}={configured}: create an "
+        f"experiment there and train into it (mlflow experiments create -n NEW_NAME -l {wanted}; "
+        "mlflow run . --env-manager local --experiment-name NEW_NAME), or unset "
+        f"{ARTIFACTS_DESTINATION_ENV}")
+
+
 def ensure_experiment(name: str, uri: str) -> None:
-    """Create the experiment if needed, with its artifacts in `artifact_root(uri)`."""
+    """Create the experiment if needed, with its artifacts in `artifact_location(uri)`."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=uri)
     if client.get_experiment_by_name(name) is not None:
         return
-    root = artifact_root(uri)
     try:
-        client.create_experiment(name, artifact_location=root.as_uri() if root else None)
+        client.create_experiment(name, artifact_location=artifact_location(uri))
     except mlflow.exceptions.MlflowException:
         # Another process created it in the meantime: that is fine.
         if client.get_experiment_by_name(name) is None:

@@ -38,8 +38,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                             "default .stack)")
     parser.add_argument("--backend-store-uri", help="MLflow store (env MLFLOW_BACKEND_STORE_URI;"
                                                     " default: the one `make train` uses)")
-    parser.add_argument("--artifacts-destination", help="MLflow artifact directory (env "
-                                                        "MLFLOW_ARTIFACTS_DESTINATION)")
+    parser.add_argument("--artifacts-destination",
+                        help="MLflow artifact directory or bucket, s3://bucket/prefix (env "
+                             "MLFLOW_ARTIFACTS_DESTINATION; a bucket also needs "
+                             "MLFLOW_S3_ENDPOINT_URL and AWS_* credentials in the env)")
     parser.add_argument("--mlflow-port", type=int, help="env MLFLOW_PORT (5000)")
     parser.add_argument("--proxy-port", type=int, help="env PROXY_PORT (8000)")
     parser.add_argument("--redis-port", type=int, help="env REDIS_PORT (6379)")

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from serving.devstack.part import StackError
 from serving.redaction import redact_uri
-from valuation.config import artifact_root, is_server_uri, resolve_path, tracking_uri
+from valuation.config import artifact_location, is_server_uri, resolve_path, tracking_uri
 
 HOST = "127.0.0.1"  # the stack is loopback-only by design; Docker is the way to expose it
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
@@ -27,7 +27,7 @@ class StackPlan:
     vault_port: int
     model_server_port: int
     backend_store_uri: str | None  # None: an external tracking server is used
-    artifacts_destination: Path | None
+    artifacts_destination: str | None  # a URI: file:///... or s3://bucket/prefix
     tracking_uri: str  # what every child talks to
 
     @property
@@ -46,9 +46,10 @@ class StackPlan:
 def plan_stack(settings: DictConfig, environ: Mapping[str, str]) -> StackPlan:
     """Resolve ports and the MLflow store. The store is the one `make train` writes to
     (`valuation.config.tracking_uri`): the tracking server here serves that same store, so what
-    `make train` registered is what gets served. Artifacts go to the directory
-    `valuation.config.artifact_root` gives that store, for runs logged directly and through the
-    server alike. An http(s) MLFLOW_TRACKING_URI names a server someone else runs: none is started."""
+    `make train` registered is what gets served. Artifacts go where
+    `valuation.config.artifact_location` puts them for that store (a directory beside it, or the
+    configured destination, e.g. a bucket), for runs logged directly and through the server alike.
+    An http(s) MLFLOW_TRACKING_URI names a server someone else runs: none is started."""
     stack = settings.stack
     external = environ.get("MLFLOW_TRACKING_URI") or None
     store = tracking_uri(stack.backend_store_uri or external)
@@ -70,9 +71,6 @@ def plan_stack(settings: DictConfig, environ: Mapping[str, str]) -> StackPlan:
             f"server; the stack serves a database store ({', '.join(DATABASE_SCHEMES)}) or "
             "uses an http(s) tracking server: set it to one of those, or unset it for the "
             "store `make train` uses")
-    if stack.artifacts_destination:
-        artifacts = resolve_path(stack.artifacts_destination).resolve()
-    else:
-        artifacts = artifact_root(store)
+    artifacts = artifact_location(store, stack.artifacts_destination)
     return StackPlan(**ports, backend_store_uri=store, artifacts_destination=artifacts,
                      tracking_uri=f"http://{HOST}:{ports['mlflow_port']}")

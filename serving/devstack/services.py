@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from omegaconf import DictConfig
 
@@ -15,6 +17,7 @@ from serving.devstack.part import LOG_TAIL_LINES, Part, StackError, say
 from serving.devstack.plan import HOST
 from serving.devstack.probes import bao_binary, http_ok, redis_ping, rq_worker_registered
 from serving.redaction import redact_uri
+from valuation.artifact_store import ArtifactStoreUnreachable, is_object_store, require_reachable
 from valuation.config import PROJECT_ROOT
 
 if TYPE_CHECKING:
@@ -40,19 +43,20 @@ def start_mlflow(stack: Stack) -> None:
     assert plan.artifacts_destination is not None and plan.backend_store_uri is not None
     stack.require_free_port("MLflow tracking server", plan.mlflow_port, "MLFLOW_PORT",
                             "--mlflow-port")
-    plan.artifacts_destination.mkdir(parents=True, exist_ok=True)
+    destination = plan.artifacts_destination
+    prepare_artifacts_destination(destination, stack.settings.artifact_store)
     part = Part(
         name="mlflow",
         command=[
             sys.executable, "-m", "mlflow", "server",
             "--backend-store-uri", plan.backend_store_uri,
             # Experiments the server creates (MLflow's Default first of all, on a fresh store)
-            # get a file root that a client opening the database directly (`make train`) can
-            # write too; without it they would get `mlflow-artifacts:`, which only the server
-            # can write. --artifacts-destination keeps serving experiments that already have
-            # such a root.
-            "--default-artifact-root", plan.artifacts_destination.as_uri(),
-            "--artifacts-destination", str(plan.artifacts_destination),
+            # get a root that a client opening the database directly (`make train`) can write
+            # too (plain files, or the bucket with the S3 env); without it they would get
+            # `mlflow-artifacts:`, which only the server can write. --artifacts-destination keeps
+            # serving experiments that already have such a root.
+            "--default-artifact-root", destination,
+            "--artifacts-destination", destination,
             "--serve-artifacts",
             "--host", HOST, "--port", str(plan.mlflow_port),
             "--workers", str(stack.settings.stack.mlflow_workers),
@@ -62,7 +66,7 @@ def start_mlflow(stack: Stack) -> None:
         where=plan.tracking_uri,
     )
     say(f"mlflow: starting the tracking server on {redact_uri(plan.backend_store_uri)} "
-        f"(artifacts {plan.artifacts_destination})")
+        f"(artifacts {destination})")
     stack.launch(part)
     stack.wait(part, lambda: http_ok(f"{plan.tracking_uri}/health", stack.probe_timeout_s),
                "answers /health")
@@ -166,6 +170,18 @@ def start_proxy(stack: Stack) -> None:
     stack.endpoints["proxy"] = url
 
 # ---- helpers ----------------------------------------------------------------------------
+
+
+def prepare_artifacts_destination(destination: str, settings: DictConfig) -> None:
+    """A directory is created; a bucket must answer now, before anything is started (its
+    endpoint and credentials come from the environment, which every child inherits)."""
+    if is_object_store(destination):
+        try:
+            require_reachable(destination, settings)
+        except ArtifactStoreUnreachable as error:
+            raise StackError(str(error)) from None
+    else:
+        Path(url2pathname(urlparse(destination).path)).mkdir(parents=True, exist_ok=True)
 
 
 def redis_server_config(settings: DictConfig, port: int, data_dir: Path,

@@ -7,10 +7,13 @@ environment names must be ones the code reads, ports must agree, secrets must be
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
 
 from tests.support.deployment import (
     SECRET_NAME,
@@ -19,6 +22,7 @@ from tests.support.deployment import (
     module_defines,
     names_read_by_code,
 )
+from valuation.artifact_store import is_object_store
 from valuation.config import PROJECT_ROOT
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yaml"
@@ -27,6 +31,9 @@ DOCKERIGNORE = PROJECT_ROOT / "docker" / "Dockerfile.dockerignore"
 ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
 OUR_IMAGE_SERVICES = ("tracking_server", "vault-init", "proxy", "worker")
 VAR_REF = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?:(:?[-?])[^}]*)?\}")
+ONE_SHOT_SERVICES = ("vault-init", "minio-init")
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MINIO_ROOT_USER",
+                  "MINIO_ROOT_PASSWORD"}
 
 
 @pytest.fixture(scope="module")
@@ -67,15 +74,15 @@ def command_words(service: dict) -> list[str]:
 
 
 def test_every_part_of_the_topology_is_a_service(services):
-    assert set(services) == {"postgres", "tracking_server", "vault", "vault-init", "redis",
-                             "proxy", "worker"}
+    assert set(services) == {"postgres", "minio", "minio-init", "tracking_server", "vault",
+                             "vault-init", "redis", "proxy", "worker"}
     for name in OUR_IMAGE_SERVICES:
         assert services[name]["build"]["dockerfile"] == "docker/Dockerfile", name
 
 
 def test_long_running_services_have_healthchecks(services):
     for name, service in services.items():
-        if name == "vault-init":
+        if name in ONE_SHOT_SERVICES:
             assert service["restart"] == "no"  # one-shot
             continue
         test = service.get("healthcheck", {}).get("test")
@@ -86,7 +93,9 @@ def test_dependencies_wait_for_health(services):
     def conditions(name: str) -> dict[str, str]:
         return {dep: spec["condition"] for dep, spec in services[name]["depends_on"].items()}
 
-    assert conditions("tracking_server") == {"postgres": "service_healthy"}
+    assert conditions("tracking_server") == {"postgres": "service_healthy",
+                                             "minio-init": "service_completed_successfully"}
+    assert conditions("minio-init") == {"minio": "service_healthy"}
     assert conditions("vault-init") == {"vault": "service_healthy"}
     assert conditions("proxy") == {"tracking_server": "service_healthy",
                                    "redis": "service_healthy",
@@ -141,8 +150,6 @@ def test_tracking_server_uses_postgres_and_serves_artifacts(services):
     service = services["tracking_server"]
     words = command_words(service)
     assert words[:2] == ["mlflow", "server"] and "--serve-artifacts" in words
-    artifacts = words[words.index("--artifacts-destination") + 1]
-    assert f"mlartifacts:{artifacts}" in service["volumes"]
     store = service["environment"]["MLFLOW_BACKEND_STORE_URI"]
     assert store.startswith("postgresql://") and "@postgres:5432/" in store
     assert words[words.index("--port") + 1] == "${MLFLOW_PORT}"
@@ -157,6 +164,40 @@ def test_redis_requires_the_password_on_the_port_clients_use(services):
         env = services[name]["environment"]
         assert env["REDIS_PASSWORD"] == "${REDIS_PASSWORD}"
         assert env["REDIS_PORT"] == "${REDIS_PORT}" and env["REDIS_HOST"] == "${REDIS_HOST}"
+
+
+def test_tracking_server_keeps_artifacts_in_the_bucket_minio_init_creates(services):
+    tracking, init = services["tracking_server"], services["minio-init"]
+    words = command_words(tracking)
+    artifacts = urlparse(words[words.index("--artifacts-destination") + 1])
+    assert artifacts.scheme == "s3" and artifacts.netloc == "${MLFLOW_S3_BUCKET}"
+    assert is_object_store(artifacts.geturl())  # the scheme `make stack` and training check
+    # The endpoint is the MinIO service, on the port it listens on.
+    endpoint = urlparse(tracking["environment"]["MLFLOW_S3_ENDPOINT_URL"])
+    minio_words = command_words(services["minio"])
+    assert endpoint.hostname == "minio" and endpoint.hostname in services
+    assert minio_words[:2] == ["server", "/data"]
+    assert minio_words[minio_words.index("--address") + 1] == f":{endpoint.port}"
+    # minio-init makes that bucket on that server, and the user whose keys the server holds.
+    admin = urlparse(init["environment"]["MC_HOST_minio"])
+    assert (admin.hostname, admin.port) == (endpoint.hostname, endpoint.port)
+    assert (admin.username, admin.password) == ("${MINIO_ROOT_USER}", "${MINIO_ROOT_PASSWORD}")
+    assert init["environment"]["MLFLOW_S3_BUCKET"] == "${MLFLOW_S3_BUCKET}"
+    assert init["environment"]["S3_ACCESS_KEY_ID"] == tracking["environment"]["AWS_ACCESS_KEY_ID"]
+    assert (init["environment"]["S3_SECRET_ACCESS_KEY"]
+            == tracking["environment"]["AWS_SECRET_ACCESS_KEY"] == "${AWS_SECRET_ACCESS_KEY}")
+    script = " ".join(command_words(init))
+    assert 'mc mb --ignore-existing "minio/$$MLFLOW_S3_BUCKET"' in script
+    assert "mc admin user add minio \"$$S3_ACCESS_KEY_ID\"" in script
+    # The server serves the artifacts (no --default-artifact-root: clients get mlflow-artifacts:
+    # URIs), so only it, MinIO and the bootstrap hold S3 credentials; MLflow needs boto3 for S3,
+    # which the image installs with the runtime dependencies.
+    assert "--serve-artifacts" in words and "--default-artifact-root" not in words
+    for name, service in services.items():
+        if S3_CREDENTIALS & set(service.get("environment") or {}):
+            assert name in ("tracking_server", "minio", "minio-init"), name
+    runtime = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert any(Requirement(dep).name == "boto3" for dep in runtime)
 
 
 # ---- environment names match the code ------------------------------------------------------

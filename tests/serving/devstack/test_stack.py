@@ -13,6 +13,7 @@ import pytest
 from serving.devstack.part import StackError
 from serving.devstack.plan import plan_stack
 from serving.ports import free_port
+from tests.support.s3 import S3Server
 from valuation.config import PROJECT_ROOT, load_config
 
 
@@ -32,7 +33,7 @@ def test_default_store_is_the_one_make_train_writes(monkeypatch):
     result = plan({})
     # `make train` without MLFLOW_TRACKING_URI: sqlite in the project, artifacts beside it.
     assert result.backend_store_uri == f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
-    assert result.artifacts_destination == PROJECT_ROOT / "mlartifacts"
+    assert result.artifacts_destination == (PROJECT_ROOT / "mlartifacts").as_uri()
     assert result.tracking_uri == f"http://127.0.0.1:{result.mlflow_port}"
 
 
@@ -42,7 +43,7 @@ def test_a_database_tracking_uri_becomes_the_servers_store(tmp_path: Path, monke
     store = f"sqlite:///{tmp_path / 'elsewhere.db'}"
     result = plan({"MLFLOW_TRACKING_URI": store, "MLFLOW_PORT": "5123"})
     assert result.backend_store_uri == store
-    assert result.artifacts_destination == tmp_path / "mlartifacts"
+    assert result.artifacts_destination == (tmp_path / "mlartifacts").as_uri()
     assert result.tracking_uri == "http://127.0.0.1:5123"  # children talk to the server
 
 
@@ -79,3 +80,25 @@ def test_a_tracking_uri_that_is_neither_a_database_nor_a_server_is_refused(monke
     message = str(refused.value)
     assert "file://***@nas/mlruns is neither a database nor a tracking server" in message
     assert "s3cret" not in message  # credentials never reach a message
+
+
+def test_a_bucket_that_does_not_answer_stops_the_stack_with_one_line_naming_it(
+        tmp_path: Path, s3_server: S3Server):
+    # What a user meets first with a wrong bucket or endpoint: `make stack` itself, at once.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "VAULT_", "AWS_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "serving.devstack", "--state-dir", str(tmp_path / "state"),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+         "--artifacts-destination", "s3://no-such-bucket/mlflow",
+         "--mlflow-port", str(free_port()), "--proxy-port", str(free_port())],
+        cwd=PROJECT_ROOT, env={**env, **s3_server.env()}, capture_output=True, text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    [failed] = [line for line in done.stdout.splitlines() if line.startswith("[stack] FAILED")]
+    assert "s3://no-such-bucket/mlflow" in failed and "does not exist" in failed
+    assert f"bucket 'no-such-bucket' at {s3_server.endpoint}" in failed
+    assert s3_server.secret_key not in done.stdout + done.stderr
+    assert "[stack] stopped" in done.stdout
+    assert not (tmp_path / "mlartifacts").exists()

@@ -32,13 +32,14 @@ def direct_env(store_uri: str) -> dict[str, str]:
     return {**env, "MLFLOW_TRACKING_URI": store_uri}
 
 
-def make_train(store_uri: str) -> subprocess.CompletedProcess:
+def make_train(store_uri: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """What `make train` runs: the Project's main entry point, filed under MLflow's Default
-    experiment, on the tiny pipeline."""
+    experiment, on the tiny pipeline; `extra_env` adds to its environment (e.g. S3 credentials)."""
     return subprocess.run(
         [sys.executable, "-m", "mlflow", "run", str(PROJECT_ROOT), "--env-manager", "local",
          "-P", f"overrides={' '.join(PIPELINE_OVERRIDES)}"],
-        cwd=PROJECT_ROOT, env=direct_env(store_uri), capture_output=True, text=True,
+        cwd=PROJECT_ROOT, env={**direct_env(store_uri), **(extra_env or {})}, capture_output=True,
+        text=True,
         timeout=TRAINING_TIMEOUT_S,
     )
 
