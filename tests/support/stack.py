@@ -18,7 +18,7 @@ import httpx
 import pytest
 from omegaconf import DictConfig
 
-from serving.ports import LOOPBACK, free_port, port_is_free
+from serving.ports import LOOPBACK, free_port, free_port_run
 from serving.processes import kill_group
 from valuation.config import PROJECT_ROOT, load_config
 
@@ -160,14 +160,6 @@ class RunningStack:
 def stack_env() -> dict[str, str]:
     """Extra environment for the module's stack (e.g. RATE_LIMIT_PER_KEY); override per module."""
     return {}
-
-
-def free_port_run(count: int) -> int:
-    """The first of `count` consecutive free ports (the stack's replicas take port, port + 1...)."""
-    while True:
-        first = free_port()
-        if all(port_is_free(LOOPBACK, first + i) for i in range(1, count)):
-            return first
 
 
 def launch_stack(root: Path, store_uri: str, stack_env: dict[str, str],
