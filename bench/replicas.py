@@ -42,11 +42,12 @@ from bench.project_model import tracking_store, train_project_model
 from bench.resources import process_tree
 from bench.serving import Target, check_answers, measure
 from bench.stack_runner import RunningStack, start_stack
-from serving.devstack.balancer import TEMP_KINDS, nginx_binary, nginx_config
+from serving.devstack.balancer import prepare_nginx
 from serving.ports import free_port
 from valuation.config import load_config
 
 RESULT_NAME = "replicas"
+NGINX_READY_TIMEOUT_S = 30
 
 
 @dataclass(frozen=True)
@@ -70,20 +71,13 @@ def stack_processes(stack: RunningStack) -> list[psutil.Process]:
 @contextlib.contextmanager
 def nginx_in_front(group: ProcessGroup, workdir: Path, proxy_url: str) -> Iterator[tuple[str, int]]:
     """The stack's nginx configuration in front of one proxy; its URL and pid."""
-    settings = load_config(config_name="serving")
     prefix = workdir / "nginx"
-    for kind in TEMP_KINDS:
-        (prefix / "temp" / kind).mkdir(parents=True, exist_ok=True)
     port = free_port()
-    config = prefix / "nginx.conf"
-    config.write_text(nginx_config(settings.balancer, f"{LOOPBACK}:{port}",
-                                   [proxy_url.removeprefix("http://")], prefix,
-                                   int(settings.proxy.max_body_bytes)))
-    command = [nginx_binary(), "-c", str(config), "-p", str(prefix),
-               "-e", str(prefix / "error.log"), "-g", "daemon off;"]
+    command = prepare_nginx(load_config(config_name="serving"), f"{LOOPBACK}:{port}",
+                            [proxy_url.removeprefix("http://")], prefix, prefix / "error.log")
     proc = group.start("nginx", command, env=dict(os.environ))
     url = f"http://{LOOPBACK}:{port}"
-    wait_until_ready(f"{url}/health", proc, 30, "nginx", lambda: group.log_tail("nginx"))
+    wait_until_ready(f"{url}/health", proc, NGINX_READY_TIMEOUT_S, "nginx", lambda: group.log_tail("nginx"))
     try:
         yield url, proc.pid
     finally:

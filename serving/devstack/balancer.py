@@ -25,6 +25,19 @@ def nginx_binary() -> str:
     return found
 
 
+def prepare_nginx(settings: DictConfig, listen: str, replicas: list[str], prefix: Path,
+                  log: Path) -> list[str]:
+    """Write nginx.conf (and the temp dirs nginx writes to) under `prefix`; the command that runs
+    that nginx in the foreground, logging errors to `log`."""
+    for kind in TEMP_KINDS:
+        (prefix / "temp" / kind).mkdir(parents=True, exist_ok=True)
+    config = prefix / "nginx.conf"
+    config.write_text(nginx_config(settings.balancer, listen, replicas, prefix,
+                                   int(settings.proxy.max_body_bytes)))
+    return [nginx_binary(), "-c", str(config), "-p", str(prefix), "-e", str(log),
+            "-g", "daemon off;"]
+
+
 def nginx_config(balancer: DictConfig, listen: str, replicas: list[str], prefix: Path,
                  max_body_bytes: int) -> str:
     """nginx.conf for `listen` (host:port) in front of `replicas` (host:port each); every file

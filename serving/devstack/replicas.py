@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from serving.audit import AUDIT_PATH_ENV
-from serving.devstack.balancer import TEMP_KINDS, nginx_binary, nginx_config
+from serving.devstack.balancer import prepare_nginx
 from serving.devstack.part import Part, say
 from serving.devstack.plan import HOST
 from serving.devstack.probes import http_ok
@@ -44,21 +44,13 @@ def start_proxy_replicas(stack: Stack) -> None:
 def start_balancer(stack: Stack) -> None:
     plan = stack.plan
     prefix = plan.state_dir / "nginx"
-    for kind in TEMP_KINDS:
-        (prefix / "temp" / kind).mkdir(parents=True, exist_ok=True)
-    config = prefix / "nginx.conf"
-    config.write_text(nginx_config(
-        stack.settings.balancer, f"{HOST}:{plan.proxy_port}",
-        [f"{HOST}:{port}" for port in plan.replica_ports], prefix,
-        int(stack.settings.proxy.max_body_bytes)))
     url = f"http://{HOST}:{plan.proxy_port}"
     log = plan.logs / "balancer.log"
-    part = Part(name="balancer",
-                command=[nginx_binary(), "-c", str(config), "-p", str(prefix), "-e", str(log),
-                         "-g", "daemon off;"],
-                env=stack.base_env(), log_path=log, where=url)
+    command = prepare_nginx(stack.settings, f"{HOST}:{plan.proxy_port}",
+                            [f"{HOST}:{port}" for port in plan.replica_ports], prefix, log)
+    part = Part(name="balancer", command=command, env=stack.base_env(), log_path=log, where=url)
     say(f"balancer: starting nginx on {url} in front of {len(plan.replica_ports)} proxies "
-        f"(config {config})")
+        f"(config {prefix / 'nginx.conf'})")
     stack.launch(part)
     stack.wait(part, lambda: http_ok(f"{url}/health", stack.probe_timeout_s),
                "answers /health through a replica")

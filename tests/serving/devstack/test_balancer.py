@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.devstack.balancer import TEMP_KINDS, nginx_binary, nginx_config
+from serving.devstack.balancer import prepare_nginx
 from serving.devstack.part import StackError
 from serving.devstack.plan import plan_stack
 from valuation.config import load_config
@@ -35,17 +35,13 @@ def test_zero_proxies_is_refused_naming_the_setting():
 
 
 def test_nginx_accepts_the_generated_configuration(tmp_path: Path):
-    settings = load_config(config_name="serving")
-    for kind in TEMP_KINDS:
-        (tmp_path / "temp" / kind).mkdir(parents=True)
-    text = nginx_config(settings.balancer, "127.0.0.1:18000",
-                        ["127.0.0.1:18001", "127.0.0.1:18002"], tmp_path, 5_000_000)
-    config = tmp_path / "nginx.conf"
-    config.write_text(text)
-    checked = subprocess.run(
-        [nginx_binary(), "-t", "-c", str(config), "-p", str(tmp_path),
-         "-e", str(tmp_path / "error.log")],
-        capture_output=True, text=True, timeout=30, check=False)
+    command = prepare_nginx(load_config(config_name="serving"), "127.0.0.1:18000",
+                            ["127.0.0.1:18001", "127.0.0.1:18002"], tmp_path, tmp_path / "error.log")
+    assert command[-2:] == ["-g", "daemon off;"]
+    # The same nginx, configuration, prefix and log, with -t: check the configuration and exit.
+    checked = subprocess.run([*command[:-2], "-t"], capture_output=True, text=True, timeout=30,
+                             check=False)
+    text = (tmp_path / "nginx.conf").read_text()
     assert checked.returncode == 0, checked.stderr
     for replica in ("127.0.0.1:18001", "127.0.0.1:18002"):
         assert f"server {replica} max_fails=" in text
