@@ -4,6 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 REAL_DATA ?= ../shared/data/property-friends
 
+# checkov (the Helm chart's security scan, tests/deploy/) lives in a venv of its own: it pins
+# old versions of libraries the project needs newer (packaging<24, boto3, networkx<2.7), so it
+# cannot share .venv. tests/deploy/ run it from here. Defined before `install`, whose
+# prerequisites make expands as it reads them.
+CHECKOV_VENV := .venv-checkov
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
+
 .PHONY: install system-packages train test test-fast test-lowest lint security stack bench bench-quality chart-check clean
 
 install: $(BIN)/valuation $(CHECKOV) system-packages
@@ -21,12 +28,6 @@ $(BIN)/valuation: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $@
-
-# checkov (the Helm chart's security scan, tests/deploy/) lives in a venv of its own: it pins
-# old versions of libraries the project needs newer (packaging<24, boto3, networkx<2.7), so it
-# cannot share .venv. tests/deploy/ run it from here.
-CHECKOV_VENV := .venv-checkov
-CHECKOV := $(CHECKOV_VENV)/bin/checkov
 
 $(CHECKOV): | $(BIN)/valuation
 	$(BIN)/uv venv --quiet --python $(PYTHON) $(CHECKOV_VENV)
