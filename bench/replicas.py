@@ -25,10 +25,6 @@ import psutil
 
 from bench.common import (
     LOOPBACK,
-    data_paths,
-    distinct_rows,
-    feature_records,
-    load_tables,
     parser,
     progress,
     ratio,
@@ -36,7 +32,7 @@ from bench.common import (
     start_stamp,
     write_result,
 )
-from bench.loadgen import PROXY_FORMAT, marked_bodies, require_wrk, write_bodies
+from bench.loadgen import proxy_bodies, require_wrk, write_bodies
 from bench.processes import ProcessGroup, run_part, wait_until_ready
 from bench.project_model import tracking_store, train_project_model
 from bench.resources import process_tree
@@ -97,11 +93,8 @@ def run(args: Any) -> dict[str, Any]:
             tracking_store(Path(tmp_name)) as tracking_uri, \
             ProcessGroup(Path(tmp_name) / "logs") as group:
         tmp = Path(tmp_name)
-        paths = data_paths(args, tmp)
-        _, test = load_tables(paths)
-        records = feature_records(distinct_rows(test))
-        model_name = load_config([]).registry.model_name
-        bodies = write_bodies(marked_bodies(records, PROXY_FORMAT, model_name), tmp / "bodies.txt")
+        bodies_list, paths = proxy_bodies(args, tmp)
+        bodies = write_bodies(bodies_list, tmp / "bodies.txt")
         train_project_model(paths)
 
         stack = start_stack(group, tmp, tracking_uri)
@@ -125,7 +118,7 @@ def run(args: Any) -> dict[str, Any]:
     data = {
         **stamp,
         "data": paths.describe(),
-        "distinct_bodies": len(records),
+        "distinct_bodies": len(bodies_list),
         "plan": plan.__dict__,
         "results": results,
         "two_over_one": {
