@@ -4,21 +4,30 @@ VENV := .venv
 BIN := $(VENV)/bin
 REAL_DATA ?= ../shared/data/property-friends
 
-.PHONY: install train test test-fast test-lowest lint security stack bench bench-quality chart-check clean
+# checkov (the Helm chart's security scan, tests/deploy/) lives in a venv of its own: it pins
+# old versions of libraries the project needs newer (packaging<24, boto3, networkx<2.7), so it
+# cannot share .venv. tests/deploy/ run it from here. Defined before `install`, whose
+# prerequisites make expands as it reads them.
+CHECKOV_VENV := .venv-checkov
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
 
-install: $(BIN)/valuation $(CHECKOV)
+.PHONY: install system-packages train test test-fast test-lowest lint security stack bench bench-quality chart-check clean
+
+install: $(BIN)/valuation $(CHECKOV) system-packages
+
+# Debian packages the stack and its tests run: nginx balances `make stack PROXIES=2`. Installed
+# when missing and we are root (CI); otherwise the command to run is printed.
+system-packages:
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y nginx; \
+		else echo "make stack PROXIES=2 and its tests need nginx: run  sudo apt-get install -y nginx" >&2; \
+		fi; }
 
 $(BIN)/valuation: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $@
-
-# checkov (the Helm chart's security scan, tests/deploy/) lives in a venv of its own: it pins
-# old versions of libraries the project needs newer (packaging<24, boto3, networkx<2.7), so it
-# cannot share .venv. tests/deploy/ run it from here.
-CHECKOV_VENV := .venv-checkov
-CHECKOV := $(CHECKOV_VENV)/bin/checkov
 
 $(CHECKOV): | $(BIN)/valuation
 	$(BIN)/uv venv --quiet --python $(PYTHON) $(CHECKOV_VENV)
@@ -66,8 +75,9 @@ test-lowest: install
 lint: install
 	$(BIN)/ruff check .
 
+# PROXIES=2: two proxy replicas behind nginx on the proxy's port.
 stack: install
-	$(BIN)/python -m serving.devstack
+	$(BIN)/python -m serving.devstack $(if $(PROXIES),--proxies $(PROXIES))
 
 # wrk (the load generator, a Debian package) is installed when missing and we are root; otherwise
 # the command to run is printed. SOAK_S=600 lengthens the soak part (default 300 s).

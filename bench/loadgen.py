@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import BenchError
+from bench.common import (
+    BenchError,
+    DataPaths,
+    data_paths,
+    distinct_rows,
+    feature_records,
+    load_tables,
+)
 from valuation.model_runtime.schema import FEATURES
 
 LUA_SCRIPT = Path(__file__).resolve().parent / "replay.lua"
@@ -67,6 +74,17 @@ def marked_bodies(records: Sequence[Mapping[str, Any]], body_format: str,
     if len(set(bodies)) != len(bodies):
         raise ValueError(f"{len(bodies) - len(set(bodies))} repeated bodies: deduplicate the rows first")
     return bodies
+
+
+def proxy_bodies(args: Any, workdir: Path) -> tuple[list[str], DataPaths]:
+    """One single-row proxy body per distinct test row of the part's data (--data-dir or
+    --synthetic, written under `workdir`), and where that data is."""
+    from valuation.config import load_config
+
+    paths = data_paths(args, workdir)
+    _, test = load_tables(paths)
+    records = feature_records(distinct_rows(test))
+    return marked_bodies(records, PROXY_FORMAT, load_config([]).registry.model_name), paths
 
 
 def unmark(body: str, cycle: int = 0) -> str:

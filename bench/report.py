@@ -30,17 +30,19 @@ TARGET_NAMES = {"anchor": "anchor (sklearn Pipeline, `mlflow models serve`)",
 def build_report(directory: Path) -> Path:
     """Read every part's results in `directory`, draw the plots, write the markdown; its path."""
     from bench import report_hardening as hardening  # it builds on this module's helpers
+    from bench.report_replicas import replicas_section
 
     directory = Path(directory)
     parts = {name: read_result(directory, name)
              for name in ("serving", "proxy_floor", "soak", "faults", "batches", "pyfunc_latency",
-                          "training")}
+                          "training", "replicas")}
     plots = {**draw_plots(directory, parts), **hardening.draw_soak_plot(directory, parts["soak"])}
     sections = [
         _header(parts),
         _targets(parts),
         _serving(parts["serving"], plots),
         _proxy_floor(parts["proxy_floor"]),
+        replicas_section(parts["replicas"]),
         _memory(parts["serving"], plots),
         hardening.soak_section(parts["soak"], plots),
         hardening.faults_section(parts["faults"]),
@@ -378,7 +380,7 @@ def _reproduce() -> str:
         "apt-get install wrk            # the load generator (brew install wrk on macOS)",
         "make install",
         "make bench                     # everything, on ../shared/data/property-friends (REAL_DATA=dir)",
-        "python -m bench.serving        # or one part: serving | soak | faults | batches | training | ...",
+        "python -m bench.serving        # or one part: serving | replicas | soak | faults | batches | ...",
         "python -m bench.soak --soak-s 600   # a longer soak (80 % of the throughput in serving.json)",
         "python -m bench.run --quick    # a smoke run of every part (results in bench/results/quick/)",
         "python -m bench.report         # rewrite this report from the JSON results",

@@ -100,7 +100,8 @@ class Target:
         return total
 
 
-def measure(target: Target, connections: int, plan: ServingPlan) -> dict[str, Any]:
+def measure(target: Target, connections: int, plan: Any) -> dict[str, Any]:
+    """`plan`: anything with warmup_s and duration_s (ServingPlan, bench.replicas' plan)."""
     run_wrk(target.url, target.bodies, connections, plan.warmup_s, api_key=target.api_key)
     before = target.cpu_s()
     result = run_wrk(target.url, target.bodies, connections, plan.duration_s, api_key=target.api_key)

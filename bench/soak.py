@@ -35,10 +35,6 @@ import numpy as np
 
 from bench.common import (
     BenchError,
-    data_paths,
-    distinct_rows,
-    feature_records,
-    load_tables,
     parser,
     progress,
     ratio,
@@ -47,7 +43,7 @@ from bench.common import (
     start_stamp,
     write_result,
 )
-from bench.loadgen import PROXY_FORMAT, marked_bodies, unmark
+from bench.loadgen import proxy_bodies, unmark
 from bench.processes import sigterm_as_interrupt
 from bench.resources import RssSampler, stack_rss_probes
 
@@ -354,12 +350,8 @@ def find_max_throughput(args: Any, setup: Any, plan: SoakPlan) -> dict[str, Any]
 
 def soak_bodies(args: Any, workdir: Path) -> tuple[list[str], str]:
     """One single-row proxy body per distinct test row (for --url; the part gets them from its setup)."""
-    from valuation.config import load_config
-
-    paths = data_paths(args, workdir)
-    _, test = load_tables(paths)
-    records = feature_records(distinct_rows(test))
-    return marked_bodies(records, PROXY_FORMAT, load_config([]).registry.model_name), paths.describe()
+    bodies, paths = proxy_bodies(args, workdir)
+    return bodies, paths.describe()
 
 
 def run(args: Any) -> dict[str, Any]:

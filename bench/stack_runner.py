@@ -17,17 +17,17 @@ import psutil
 from bench.common import LOOPBACK, BenchError, progress
 from bench.processes import ProcessGroup
 from bench.resources import process_tree
-from serving.ports import free_port, port_is_free
+from serving.ports import free_port, free_port_run
 
 STACK_READY_TIMEOUT_S = 420  # tracking server, OpenBao, worker, proxy, then the model server's load
 
 
 @dataclass(frozen=True)
 class RunningStack:
-    proxy_url: str
+    proxy_url: str  # the proxy, or the balancer in front of the replicas
     api_key: str
     stack_pid: int
-    proxy_pid: int
+    proxy_pid: int  # the (first) proxy process
     model_server_port: int
     model_server_pid: int  # the `mlflow models serve` launcher; its tree includes the uvicorn workers
     all_model_server_ports: tuple[int, ...]
@@ -37,12 +37,16 @@ class RunningStack:
         return f"http://{LOOPBACK}:{self.model_server_port}"
 
 
-def start_stack(group: ProcessGroup, workdir: Path, tracking_uri: str) -> RunningStack:
+def start_stack(group: ProcessGroup, workdir: Path, tracking_uri: str,
+                proxies: int = 1) -> RunningStack:
     """Start the stack serving the champion registered in `tracking_uri` (a SQLite store in
-    `workdir`) and wait until its proxy says it is ready."""
-    state_dir = workdir / "stack"
+    `workdir`) and wait until its proxy says it is ready. `proxies` > 1: that many replicas
+    behind the stack's nginx (`make stack PROXIES=N`); the balancer's /ready answers 200 once
+    a replica serves, so each replica is waited for on its own port too."""
+    state_dir = workdir / ("stack" if proxies == 1 else f"stack-{proxies}-proxies")
     ports = {name: free_port() for name in ("mlflow", "proxy", "vault")}
-    model_server_port = _free_port_run(4)
+    model_server_port = free_port_run(4)
+    replica_port = free_port_run(proxies) if proxies > 1 else None
     api_key = secrets.token_urlsafe(32)
     env = dict(os.environ)
     env.update({
@@ -61,12 +65,17 @@ def start_stack(group: ProcessGroup, workdir: Path, tracking_uri: str) -> Runnin
         "--vault-port", str(ports["vault"]),
         "--model-server-port", str(model_server_port),
     ]
+    if replica_port is not None:
+        command += ["--proxies", str(proxies), "--replica-port", str(replica_port)]
     progress(f"starting the stack: proxy on {LOOPBACK}:{ports['proxy']}, "
              f"model servers from port {model_server_port}")
     proc = group.start("stack", command, env=env)
     proxy_url = f"http://{LOOPBACK}:{ports['proxy']}"
-    _wait_ready(proxy_url, proc, group)
-    proxy_pid = _listening_pid(proc.pid, ports["proxy"])
+    replica_ports = [ports["proxy"]] if replica_port is None else \
+        [replica_port + i for i in range(proxies)]
+    for port in replica_ports:
+        _wait_ready(f"http://{LOOPBACK}:{port}", proc, group)
+    proxy_pid = _listening_pid(proc.pid, replica_ports[0])
     servers = _model_servers(proxy_pid, range(model_server_port, model_server_port + 16))
     if not servers:
         raise BenchError(f"the stack is ready but no model server listens from port {model_server_port}")
@@ -123,13 +132,3 @@ def _model_servers(proxy_pid: int, ports: range) -> dict[int, int]:
             except psutil.Error:
                 continue
     return found
-
-
-def _free_port_run(count: int) -> int:
-    """The first of `count` consecutive free ports (the supervisor takes ports from a base up)."""
-    for _ in range(50):
-        base = free_port()
-        if base + count < 65535 and all(port_is_free(LOOPBACK, base + i) for i in range(count)):
-            return base
-    raise BenchError(f"no run of {count} free ports found on {LOOPBACK}")
-

@@ -12,6 +12,8 @@ parent-death signal, so nothing outlives the stack. State and logs go under `.st
 - `part`: one child process of the stack (start, stop, log tail).
 - `services`: how each service is started and known to be ready.
 - `probes`: the readiness checks (HTTP, Redis PING, RQ worker registered) and tool lookups.
+- `replicas`: `--proxies N` (N > 1): the proxy replicas and the balancer in front of them.
+- `balancer`: nginx's generated configuration and command line.
 - `launcher`: the run itself: start in order, watch, stop in reverse order, state file, summary.
 - `__main__`: the command line.
 """

@@ -1,7 +1,7 @@
 """`make stack` (`python -m serving.devstack`): the command line of the local dev launcher.
 
 Ports and the store come from conf/serving.yaml (env MLFLOW_PORT, PROXY_PORT, REDIS_PORT,
-VAULT_PORT, MODEL_SERVER_PORT, STACK_STATE_DIR, MLFLOW_BACKEND_STORE_URI,
+VAULT_PORT, MODEL_SERVER_PORT, PROXIES, PROXY_REPLICA_PORT, STACK_STATE_DIR, MLFLOW_BACKEND_STORE_URI,
 MLFLOW_ARTIFACTS_DESTINATION) or from the flags below, which win.
 """
 
@@ -25,6 +25,8 @@ FLAG_ENV = {  # flag -> the env var that carries it to conf/serving.yaml and to 
     "state_dir": "STACK_STATE_DIR",
     "backend_store_uri": "MLFLOW_BACKEND_STORE_URI",
     "artifacts_destination": "MLFLOW_ARTIFACTS_DESTINATION",
+    "proxies": "PROXIES",
+    "replica_port": "PROXY_REPLICA_PORT",
 }
 
 
@@ -48,6 +50,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--vault-port", type=int, help="env VAULT_PORT (8200)")
     parser.add_argument("--model-server-port", type=int,
                         help="first port for model servers, env MODEL_SERVER_PORT (5001)")
+    parser.add_argument("--proxies", type=int,
+                        help="proxy replicas behind nginx on the proxy port, env PROXIES (1: "
+                             "the proxy alone, no balancer)")
+    parser.add_argument("--replica-port", type=int,
+                        help="port of the first proxy replica, the others follow, env "
+                             "PROXY_REPLICA_PORT (default: proxy port + 1)")
     return parser.parse_args(argv)
 
 

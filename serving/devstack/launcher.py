@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from serving.devstack import services
+from serving.devstack import replicas, services
 from serving.devstack.part import Part, StackError, say
 from serving.devstack.plan import HOST, StackPlan
 from serving.model_servers.process import kill_leftover_model_servers
@@ -44,6 +44,7 @@ class Stack:
         self.watch_poll_s = float(settings.stack.watch_poll_s)
         self.parts: list[Part] = []  # started parts, in start order
         self.endpoints: dict[str, str] = {}
+        self.replica_parts: list[str] = []  # parts that are proxy replicas behind the balancer
         self._stopping = False
 
     # ---- environment of the children ------------------------------------------------------
@@ -95,8 +96,10 @@ class Stack:
             services.start_mlflow(self)
         else:
             services.use_external_tracking_server(self)
+        proxies = ((replicas.start_proxy_replicas, replicas.start_balancer)
+                   if plan.proxies > 1 else (services.start_proxy,))
         for start in (services.start_redis, services.start_vault, services.start_worker,
-                      services.start_proxy):
+                      *proxies):
             if self._stopping:
                 raise Interrupted
             start(self)
@@ -146,9 +149,13 @@ class Stack:
                                      "stop it first or set STACK_STATE_DIR/--state-dir")
         pid_file.write_text(str(os.getpid()))
         # Model servers of a stack that was killed hard would hold ports: clear them first.
-        killed = kill_leftover_model_servers(self.plan.model_server_dir)
+        killed = self._kill_leftover_model_servers()
         if killed:
             say(f"killed {len(killed)} model server(s) left over by an earlier stack")
+
+    def _kill_leftover_model_servers(self) -> list[int]:
+        return [pid for run_dir in self.plan.model_server_dirs
+                for pid in kill_leftover_model_servers(run_dir)]
 
     def _write_state(self) -> None:
         state = {
@@ -181,11 +188,20 @@ class Stack:
         print("\n".join(lines) + "\n", flush=True)
 
     def _watch(self) -> Part | None:
-        """Wait for Ctrl-C/SIGTERM; return the part that died on its own, if one does."""
+        """Wait for Ctrl-C/SIGTERM; return the part that died on its own, if one does. A proxy
+        replica may die while another one lives: the balancer sends its traffic to the others,
+        as a load balancer does for a lost instance, and the stack says so and goes on."""
+        lost: set[str] = set()
         while not self._stopping:
             for part in self.parts:
-                if part.exit_code() is not None:
-                    return part
+                if part.exit_code() is None or part.name in lost:
+                    continue
+                if part.name in self.replica_parts and len(lost) + 1 < len(self.replica_parts):
+                    lost.add(part.name)
+                    say(f"{part.name} exited with code {part.exit_code()}; the balancer "
+                        f"routes around it (log {part.log_path})")
+                    continue
+                return part
             time.sleep(self.watch_poll_s)
         return None
 
@@ -209,7 +225,7 @@ class Stack:
             if part.exit_code() is None:
                 say(f"stopping {part.name}")
             part.stop(self.stop_grace_s)
-        killed = kill_leftover_model_servers(self.plan.model_server_dir)
+        killed = self._kill_leftover_model_servers()
         if killed:
             say(f"killed {len(killed)} model server(s) the proxy left behind")
         with contextlib.suppress(FileNotFoundError):

@@ -29,6 +29,17 @@ class StackPlan:
     backend_store_uri: str | None  # None: an external tracking server is used
     artifacts_destination: str | None  # a URI: file:///... or s3://bucket/prefix
     tracking_uri: str  # what every child talks to
+    proxies: int = 1  # proxy replicas; more than one puts the balancer on proxy_port
+    replica_port: int | None = None  # replica i listens on replica_port + i
+
+    @property
+    def replica_names(self) -> list[str]:
+        return [f"proxy-{i + 1}" for i in range(self.proxies)]
+
+    @property
+    def replica_ports(self) -> list[int]:
+        first = self.replica_port if self.replica_port is not None else self.proxy_port + 1
+        return [first + i for i in range(self.proxies)]
 
     @property
     def logs(self) -> Path:
@@ -37,6 +48,13 @@ class StackPlan:
     @property
     def model_server_dir(self) -> Path:
         return self.state_dir / "model-servers"
+
+    @property
+    def model_server_dirs(self) -> list[Path]:
+        """The run dir of each proxy's model servers (one proxy: model_server_dir itself)."""
+        if self.proxies == 1:
+            return [self.model_server_dir]
+        return [self.model_server_dir / name for name in self.replica_names]
 
     @property
     def approle_file(self) -> Path:
@@ -60,6 +78,7 @@ def plan_stack(settings: DictConfig, environ: Mapping[str, str]) -> StackPlan:
         "redis_port": int(settings.redis.port),
         "vault_port": int(stack.vault_port),
         "model_server_port": int(settings.model_server.base_port),
+        **plan_replicas(settings),
     }
     if not stack.backend_store_uri and is_server_uri(store):
         return StackPlan(**ports, backend_store_uri=None, artifacts_destination=None,
@@ -74,3 +93,13 @@ def plan_stack(settings: DictConfig, environ: Mapping[str, str]) -> StackPlan:
     artifacts = artifact_location(store, stack.artifacts_destination)
     return StackPlan(**ports, backend_store_uri=store, artifacts_destination=artifacts,
                      tracking_uri=f"http://{HOST}:{ports['mlflow_port']}")
+
+
+def plan_replicas(settings: DictConfig) -> dict[str, int | None]:
+    """How many proxy replicas and from which port; one replica needs no balancer and no port."""
+    proxies = int(settings.stack.proxies)
+    if proxies < 1:
+        raise StackError(f"stack.proxies (PROXIES / --proxies) is {proxies}; it must be 1 or more")
+    replica_port = settings.stack.replica_port
+    return {"proxies": proxies,
+            "replica_port": None if replica_port is None else int(replica_port)}

@@ -154,20 +154,26 @@ def start_worker(stack: Stack) -> None:
 def start_proxy(stack: Stack) -> None:
     port = stack.plan.proxy_port
     stack.require_free_port("proxy", port, "PROXY_PORT", "--proxy-port")
+    stack.endpoints["proxy"] = launch_proxy(stack, "proxy", port, {})
+
+
+def launch_proxy(stack: Stack, name: str, port: int, env_overrides: dict[str, str]) -> str:
+    """Start one proxy (uvicorn serving.app:app) on `port`, wait for /health; its URL."""
     url = f"http://{HOST}:{port}"
     env = stack.base_env()
-    for name, value in (stack.settings.stack.proxy_env or {}).items():
-        env.setdefault(str(name), str(value))
-    part = Part(name="proxy",
+    for env_name, value in (stack.settings.stack.proxy_env or {}).items():
+        env.setdefault(str(env_name), str(value))
+    env.update(env_overrides)
+    part = Part(name=name,
                 # --no-access-log: the proxy writes its own JSON line per request (with the
                 # request id); uvicorn's plain-text copy cost ~5% of the proxy's CPU.
                 command=[sys.executable, "-m", "uvicorn", "serving.app:app",
                          "--host", HOST, "--port", str(port), "--no-access-log"],
-                env=env, log_path=stack.plan.logs / "proxy.log", where=url)
-    say(f"proxy: starting uvicorn serving.app:app on {url}")
+                env=env, log_path=stack.plan.logs / f"{name}.log", where=url)
+    say(f"{name}: starting uvicorn serving.app:app on {url}")
     stack.launch(part)
     stack.wait(part, lambda: http_ok(f"{url}/health", stack.probe_timeout_s), "answers /health")
-    stack.endpoints["proxy"] = url
+    return url
 
 # ---- helpers ----------------------------------------------------------------------------
 

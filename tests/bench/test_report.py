@@ -63,3 +63,25 @@ def test_proxy_floor_section_lists_each_forwarder_against_the_direct_p50():
     assert "| 1 | bare Starlette forwarder | 600 | 1.60 | 1.00 | 1.60 |" in text
     assert "| 1 | the project's proxy | 480 | 2.00 | 1.00 | 2.00 |" in text
     assert "python -m bench.proxy_floor" in _proxy_floor(None)
+
+
+def test_replicas_section_gives_each_configuration_its_cpu_and_ceiling():
+    from bench.report_replicas import replicas_section
+
+    def level(rps, cpu_ms, cores):
+        return {"requests_per_s": rps, "p50_ms": 10.0, "p99_ms": 100.0, "errors": 0,
+                "server_cpu_ms_per_request": cpu_ms, "server_cpu_cores": cores}
+
+    result = {
+        "started_at": "2026-12-02T11:00:00+00:00", "data": "real (client CSVs)",
+        "machine": {"cores": 2},
+        "results": {"nginx + one proxy": {"8": level(300.0, 2.0, 0.6)},
+                    "nginx + two proxies": {"8": level(450.0, 2.5, 1.1)}},
+        "two_over_one": {"8": 1.5},
+    }
+    text = replicas_section(result)
+    assert text.startswith("## Proxy replicas behind nginx")
+    # ceiling: 2 cores x 1000 / 2.5 ms per request
+    assert "| nginx + two proxies | 8 | 450 | 10.0 | 100 | 0 | 2.50 | 1.10 | 800 |" in text
+    assert "1.50× at concurrency 8" in text and "on 2 cores" in text
+    assert "python -m bench.replicas" in replicas_section(None)

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from omegaconf import DictConfig
 
-from serving.ports import free_port
+from serving.ports import LOOPBACK, free_port, free_port_run
 from serving.processes import kill_group
 from valuation.config import PROJECT_ROOT, load_config
 
@@ -136,6 +136,7 @@ class RunningStack:
     state_dir: Path
     output: Path
     env: dict[str, str]  # what the stack was started with, for CLIs run against it
+    replica_urls: tuple[str, ...] = ()  # each proxy replica, when the stack runs several
 
     def headers(self, key: str | None = None) -> dict[str, str]:
         return {"X-API-Key": key if key is not None else self.api_key}
@@ -161,11 +162,15 @@ def stack_env() -> dict[str, str]:
     return {}
 
 
-def launch_stack(root: Path, store_uri: str, stack_env: dict[str, str]) -> RunningStack:
+def launch_stack(root: Path, store_uri: str, stack_env: dict[str, str],
+                 proxies: int = 1) -> RunningStack:
     """`python -m serving.devstack` on free ports and the store `store_uri`, its own Redis (with a
     password) and audit trail under `root`; returns once it says it is up (fails the test if not).
-    Stop it with `RunningStack.stop()`."""
+    `proxies` > 1: that many proxy replicas behind nginx. Stop it with `RunningStack.stop()`."""
     ports = {name: free_port() for name in ("mlflow", "proxy", "redis", "vault", "models")}
+    replica_port = free_port_run(proxies) if proxies > 1 else None
+    replica_args = ["--proxies", str(proxies), "--replica-port", str(replica_port)] \
+        if replica_port is not None else []
     api_key = secrets.token_urlsafe(24)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_ENV_PREFIXES)},
@@ -185,12 +190,14 @@ def launch_stack(root: Path, store_uri: str, stack_env: dict[str, str]) -> Runni
              "--backend-store-uri", store_uri,
              "--mlflow-port", str(ports["mlflow"]), "--proxy-port", str(ports["proxy"]),
              "--redis-port", str(ports["redis"]), "--vault-port", str(ports["vault"]),
-             "--model-server-port", str(ports["models"])],
+             "--model-server-port", str(ports["models"]), *replica_args],
             cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    running = RunningStack(process, f"http://127.0.0.1:{ports['proxy']}", api_key,
-                           root / "state", output, env)
+    replica_urls = tuple(f"http://{LOOPBACK}:{replica_port + i}" for i in range(proxies)) \
+        if replica_port is not None else ()
+    running = RunningStack(process, f"http://{LOOPBACK}:{ports['proxy']}", api_key,
+                           root / "state", output, env, replica_urls)
     deadline = time.monotonic() + STACK_UP_TIMEOUT_S
     while "The stack is up" not in running.text():
         if process.poll() is not None or time.monotonic() > deadline:
