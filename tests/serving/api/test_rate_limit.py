@@ -253,6 +253,10 @@ def test_a_queued_job_survives_a_redis_kill_and_then_runs(own_redis, tmp_path) -
     overrides = " ".join(o for o in TINY_PIPELINE if not o.startswith("experiment_name="))
     queued = enqueue_training(training_queue(connection, settings), model="", overrides=overrides,
                               experiment_name="redis-kill", submitted_by="test", settings=settings)
+    # With appendfsync everysec Redis may hold writes back for up to 2 s while an fsync is under
+    # way (a loaded machine): the guarantee is for what reached the file, so wait for that.
+    wait_for(lambda: connection.info("persistence")["aof_buffer_length"] == 0, 10,
+             "Redis to write the queued job to its append-only file", 0.05)
 
     process.kill()  # SIGKILL: no shutdown save, only what the append-only file already holds
     process.wait(timeout=10)
