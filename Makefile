@@ -26,7 +26,7 @@ system-packages:
 $(BIN)/valuation: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,spark]'
 	@touch $@
 
 $(CHECKOV): | $(BIN)/valuation
