@@ -195,7 +195,7 @@ def open_database(data_cfg: DictConfig) -> tuple[Any, str, Any]:
     try:
         engine = sa.create_engine(url, connect_args=connect_args, poolclass=NullPool)
     except (ImportError, sa.exc.SQLAlchemyError) as exc:
-        raise DataError(f"{safe_url}: cannot use this database: {databasedatabase_cause(exc, url)}") from None
+        raise DataError(f"{safe_url}: cannot use this database: {database_cause(exc, url)}") from None
     return engine, safe_url, url
 
 

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from valuation.model_runtime.schema import FEATURES, NUMERIC_FEATURES
 from valuation.model_runtime.validation import ValidationRules
 from valuation.scoring.inputs import BatchReader, ScoringInput
-from valuation.scoring.model import ScoringModel
+from valuation.scoring.model import ScoringModel, use_store
 from valuation.scoring.output import (
     ADDED_COLUMNS,
     KEPT_PREFIX,
@@ -68,8 +68,7 @@ def score_spark(source: ScoringInput, model: ScoringModel, output: Path, rejecte
         _checker(model.rules.to_dict()),
         schema=StructType([*frame.schema.fields, StructField(REJECTIONS, StringType(), True)]),
     ).cache()  # read twice: the scored rows and the rejections
-    mlflow.set_registry_uri(model.tracking_uri)
-    mlflow.set_tracking_uri(model.tracking_uri)
+    use_store(model.tracking_uri)
     price = mlflow.pyfunc.spark_udf(spark, model.version_uri, result_type="double",
                                     env_manager=env_manager)
     good = checked.filter(F.col(REJECTIONS).isNull())
