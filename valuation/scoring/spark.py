@@ -39,6 +39,7 @@ from valuation.scoring.rows import STATUS_OK, STATUS_REJECTED, Rejection, check_
 from valuation.scoring.summary import ScoringSummary
 
 ROW, REJECTIONS = "_row", "_rejections"  # working columns, dropped before writing
+_PARTITION, _POSITION = "_partition", "_position"
 
 
 def spark_session(master: str, rules: ValidationRules) -> Any:
@@ -61,7 +62,7 @@ def score_spark(source: ScoringInput, model: ScoringModel, output: Path, rejecte
 
     started = time.perf_counter()
     spark = spark_session(master, model.rules)
-    frame = _with_row_numbers(spark, _read(spark, source, batch_rows, data_cfg))
+    frame = _with_row_numbers(_read(spark, source, batch_rows, data_cfg))
     from pyspark.sql.types import StringType, StructField, StructType
 
     checked = frame.mapInPandas(
@@ -73,7 +74,8 @@ def score_spark(source: ScoringInput, model: ScoringModel, output: Path, rejecte
                                     env_manager=env_manager)
     good = checked.filter(F.col(REJECTIONS).isNull())
     bad = checked.filter(F.col(REJECTIONS).isNotNull())
-    scored = good.withColumn(PRICE, price(*FEATURES)).unionByName(
+    # One struct column: the UDF gets it as a DataFrame of the features, which the model takes.
+    scored = good.withColumn(PRICE, price(F.struct(*FEATURES))).unionByName(
         bad.withColumn(PRICE, F.lit(None).cast("double")))
     inputs = [c for c in frame.columns if c != ROW]
     result = scored.select(
@@ -124,14 +126,21 @@ def _read(spark: Any, source: ScoringInput, batch_rows: int, data_cfg: Any) -> A
     return spark.createDataFrame(table.to_pandas())
 
 
-def _with_row_numbers(spark: Any, frame: Any) -> Any:
-    """`frame` with its 1-based input row number (in Spark's reading order: the file's order for one
-    file)."""
-    from pyspark.sql.types import LongType, StructField, StructType
+def _with_row_numbers(frame: Any) -> Any:
+    """`frame` with its 1-based input row number, in Spark's reading order (a file's own order
+    for one file). Computed in the JVM: each partition's row count gives its offset, and
+    monotonically_increasing_id holds the partition index above bit 33 and the position below."""
+    from itertools import accumulate
 
-    schema = StructType([*frame.schema.fields, StructField(ROW, LongType(), False)])
-    numbered = frame.rdd.zipWithIndex().map(lambda pair: (*pair[0], pair[1] + 1))
-    return spark.createDataFrame(numbered, schema)
+    from pyspark.sql import functions as F
+
+    tagged = frame.withColumn(_PARTITION, F.spark_partition_id()).withColumn(
+        _POSITION, F.monotonically_increasing_id() - F.shiftleft(F.col(_PARTITION).cast("long"), 33))
+    counts = dict(tagged.groupBy(_PARTITION).count().collect())
+    partitions = max(counts, default=-1) + 1
+    offsets = [0, *accumulate(counts.get(i, 0) for i in range(partitions))][:partitions] or [0]
+    offset = F.element_at(F.array(*[F.lit(o) for o in offsets]), F.col(_PARTITION) + 1)
+    return tagged.withColumn(ROW, offset + F.col(_POSITION) + 1).drop(_PARTITION, _POSITION)
 
 
 def _checker(rules_dict: dict[str, Any]) -> Any:
