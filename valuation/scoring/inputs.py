@@ -105,8 +105,10 @@ class BatchReader:
         from pyarrow import csv
 
         # The model's numbers are read as text: one unparseable value must reject its row (with the
-        # value in the message), not stop the reader; the rules parse them.
-        convert = csv.ConvertOptions(column_types={name: pa.string() for name in NUMERIC_FEATURES})
+        # value in the message), not stop the reader; the rules parse them. An empty field is a
+        # missing value (null), as in a parquet file or a database.
+        convert = csv.ConvertOptions(column_types={name: pa.string() for name in NUMERIC_FEATURES},
+                                     strings_can_be_null=True)
         reader = csv.open_csv(self.source.location, convert_options=convert,
                               read_options=csv.ReadOptions(block_size=1 << 22))
         self._close = reader.close
