@@ -4,6 +4,7 @@ model's environment from the model's own requirements."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -48,7 +49,11 @@ def test_spark_with_the_uv_env_manager(trained_model, spark_session, portfolio, 
     # MLflow finds uv on PATH and builds the model's environment from its requirements.txt.
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
     assert uv, "uv is a test dependency (pyproject.toml [test]); run make install"
-    monkeypatch.setenv("PATH", f"{Path(uv).parent}:{Path(sys.executable).parent}:/usr/bin:/bin")
+    # uv builds the env with this Python (the base interpreter, not this venv), never a download.
+    base_python = Path(sys.base_prefix) / "bin"
+    monkeypatch.setenv("PATH", os.pathsep.join([str(Path(uv).parent), str(base_python),
+                                                os.environ["PATH"]]))
+    monkeypatch.setenv("UV_PYTHON_DOWNLOADS", "never")
     monkeypatch.setenv("MLFLOW_ENV_ROOT", str(tmp_path / "mlflow-envs"))
     small = tmp_path / "small.csv"
     portfolio.iloc[:200].to_csv(small, index=False)
