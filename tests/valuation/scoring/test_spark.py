@@ -44,6 +44,12 @@ def test_spark_gives_the_local_engines_output(trained_model, spark_session, port
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no parts left
 
 
+# MLflow builds the uv environment from the model's requirements and starts the model's scoring
+# server in it, but spark_udf then sends each batch as `dataframe_split`, which MLflow's scoring
+# server refuses for a model whose signature comes from type hints (README, "dataframe_split and
+# dataframe_records are refused"). Strict: this test fails loudly once MLflow sends `inputs`.
+@pytest.mark.xfail(strict=True, reason="MLflow 3 spark_udf sends dataframe_split to a non-local env's "
+                   "scoring server, which refuses it for type-hint signatures")
 def test_spark_with_the_uv_env_manager(trained_model, spark_session, portfolio, tmp_path,
                                        monkeypatch) -> None:
     # MLflow finds uv on PATH and builds the model's environment from its requirements.txt.
