@@ -4,7 +4,8 @@ must stay flat), the Spark engine on `local[2]`, against the upper bound of in-p
 
 Every run is its own process, measured from outside (wall time, peak RSS of the process tree,
 Spark's JVM included). The model is the project's default, trained by the real pipeline into a
-throwaway store.
+throwaway store. Training and writing the portfolios run in child processes too: Linux hands a
+process's peak RSS on to the children it starts, so a large parent would be every run's floor.
 
     python -m bench.scoring [--data-dir DIR] [--quick] [--synthetic ROWS]
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -101,9 +103,21 @@ def rows_per_s(rows: int, result: dict[str, Any], seconds_key: str = "wall_s") -
 def main() -> None:
     cli = parser(__doc__.split("\n\n")[0])
     cli.add_argument("--pyfunc-baseline", type=Path, default=None, help=argparse_hidden())
+    cli.add_argument("--write-portfolio", type=Path, default=None, help=argparse_hidden())
+    cli.add_argument("--rows", type=int, default=0, help=argparse_hidden())
+    cli.add_argument("--train", nargs=2, type=Path, default=None, help=argparse_hidden())
     args = cli.parse_args()
     if args.pyfunc_baseline:
         pyfunc_baseline(args.pyfunc_baseline)
+        return
+    if args.write_portfolio:
+        write_portfolio(args.write_portfolio, args.rows)
+        return
+    if args.train:
+        from bench.common import DataPaths
+
+        train_project_model(DataPaths(args.train[0], args.train[1], synthetic=args.quick),
+                            extra=("model.params.n_estimators=100",) if args.quick else ())
         return
     with sigterm_as_interrupt():
         run(args)
@@ -118,13 +132,15 @@ def run(args: Any) -> None:
         logs.mkdir()
         paths = data_paths(args, workdir)
         with tracking_store(workdir) as uri:
-            train_project_model(paths, extra=("model.params.n_estimators=100",) if args.quick else ())
             env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+            child([sys.executable, "-m", "bench.scoring", "--train", str(paths.train), str(paths.test),
+                   *(["--quick"] if args.quick else [])], env)
             portfolios = {}
             for rows in sorted({n for ns in sizes.values() for n in ns}):
                 progress(f"writing a synthetic portfolio of {rows:,} rows")
                 portfolios[rows] = workdir / f"portfolio-{rows}.parquet"
-                write_portfolio(portfolios[rows], rows)
+                child([sys.executable, "-m", "bench.scoring", "--write-portfolio",
+                       str(portfolios[rows]), "--rows", str(rows)], env)
             runs = []
             for engine, extra in (("local", ()), ("spark", ("--engine", "spark", "--master", "local[2]"))):
                 for rows in sizes[engine]:
@@ -149,6 +165,10 @@ def run(args: Any) -> None:
                 portfolio = {"input": "test.csv (client data)", **result}
     write_result(results_dir(args), RESULT_NAME, {**stamp, "data": paths.describe(), "runs": runs,
                                                   "portfolio": portfolio}, args.quick)
+
+
+def child(command: list[str], env: dict[str, str]) -> None:
+    subprocess.run(command, env=env, check=True, timeout=RUN_TIMEOUT_S)
 
 
 def argparse_hidden() -> str:

@@ -88,7 +88,7 @@ class BatchReader:
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         try:
             yield from self._batches
-        except pa.ArrowException as exc:
+        except (OSError, pa.ArrowException) as exc:
             raise ScoringInputError(f"{self.source.name}: cannot read it: {exc}") from None
 
     def close(self) -> None:
@@ -115,11 +115,23 @@ class BatchReader:
         return reader.schema, iter(reader), _count_data_lines(self.source.path)
 
     def _open_parquet(self) -> tuple[pa.Schema, Iterator[pa.RecordBatch], int | None]:
-        import pyarrow.dataset as ds
+        import pyarrow.parquet as pq
 
-        dataset = ds.dataset(self.source.location, format="parquet")
-        return (dataset.schema, dataset.to_batches(batch_size=self.batch_rows),
-                dataset.count_rows())
+        path = self.source.path
+        files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
+        opened = [pq.ParquetFile(file) for file in files]
+        schema = opened[0].schema_arrow
+        for file, parquet in zip(files, opened, strict=True):
+            if not parquet.schema_arrow.equals(schema):
+                raise ScoringInputError(f"{file}: its columns differ from those of {files[0]}")
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            # One file at a time, one batch at a time: a file's reader holds one row group's pages,
+            # so memory does not grow with the input (a dataset scanner reads ahead).
+            for parquet in opened:
+                yield from parquet.iter_batches(batch_size=self.batch_rows)
+
+        return schema, batches(), sum(parquet.metadata.num_rows for parquet in opened)
 
     def _open_database(self, data_cfg: Any) -> tuple[pa.Schema, Iterator[pa.RecordBatch], int | None]:
         import pandas as pd

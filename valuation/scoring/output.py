@@ -90,8 +90,9 @@ class ScoredOutput:
         self.write_rejections(rejections)
 
     def write_scored(self, batch: pa.RecordBatch) -> None:
-        """A batch that already has the output's columns."""
-        self._writer.write_batch(batch.replace_schema_metadata(self.schema.metadata))
+        """A batch that already has the output's columns, written as a row group of its own (a
+        buffered row group would hold up to a million rows in memory)."""
+        self._writer.write_table(pa.Table.from_batches([batch.replace_schema_metadata(self.schema.metadata)]))
 
     def write_rejections(self, rejections: list[Rejection]) -> None:
         self._rejected_csv.writerows((r.row, r.field, r.message) for r in rejections)

@@ -91,3 +91,11 @@ def test_an_unset_database_url_is_named(monkeypatch) -> None:
     data_cfg = OmegaConf.create({"url_env": "VALUATION_DB_URL"})
     with pytest.raises(ScoringInputError, match="VALUATION_DB_URL is not set"):
         BatchReader(parse_input("table:listings"), 64, data_cfg)
+
+
+def test_a_folder_of_files_with_different_columns_is_refused(portfolio, tmp_path) -> None:
+    portfolio = portfolio.astype({"latitude": str})
+    portfolio.iloc[:10].to_parquet(tmp_path / "a.parquet")
+    portfolio.iloc[10:20].drop(columns=["listing_id"]).to_parquet(tmp_path / "b.parquet")
+    with pytest.raises(ScoringInputError, match="b.parquet: its columns differ from those of"):
+        BatchReader(parse_input(str(tmp_path)), 100)

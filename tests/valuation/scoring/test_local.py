@@ -87,14 +87,14 @@ def test_a_missing_column_stops_before_any_output(trained_model, portfolio, tmp_
 
 def test_a_job_that_fails_midway_leaves_nothing_under_the_output_name(trained_model, portfolio,
                                                                      tmp_path) -> None:
-    # A folder whose second file holds a column of another type than the first: the reader fails
-    # after the first file's rows were written to the temporary file.
-    folder = tmp_path / "parts"
-    folder.mkdir()
-    first, second = portfolio.iloc[:2000].copy(), portfolio.iloc[2000:].copy()
-    first["floor"], second["floor"] = 1, "penthouse"
-    first.astype({"latitude": str}).to_parquet(folder / "part-0.parquet")
-    second.astype({"latitude": str}).to_parquet(folder / "part-1.parquet")
-    with pytest.raises(ScoringInputError, match="parts: cannot read it"):
-        run(_job(trained_model, folder, tmp_path / "out.parquet", batch_rows=100))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["parts"]
+    # A file whose last row group is damaged: the first ones are read, scored and written to the
+    # temporary file before the reader meets the damage.
+    path = tmp_path / "damaged.parquet"
+    portfolio.astype({"latitude": str}).to_parquet(path, row_group_size=1000, compression="snappy")
+    first = pq.ParquetFile(path).metadata.row_group(2).column(0).file_offset
+    data = bytearray(path.read_bytes())
+    data[first:first + 2000] = b"\xff" * 2000
+    path.write_bytes(bytes(data))
+    with pytest.raises(ScoringInputError, match="damaged.parquet: cannot read it"):
+        run(_job(trained_model, path, tmp_path / "out.parquet", batch_rows=100))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged.parquet"]
