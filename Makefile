@@ -26,7 +26,7 @@ system-packages:
 $(BIN)/valuation: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,spark]'
 	@touch $@
 
 $(CHECKOV): | $(BIN)/valuation
@@ -68,7 +68,7 @@ LOWEST := .venv-lowest
 test-lowest: install
 	rm -rf $(LOWEST)
 	$(BIN)/uv venv --quiet --python $(PYTHON) $(LOWEST)
-	$(BIN)/uv pip install --quiet --python $(LOWEST)/bin/python --resolution lowest-direct -e '.[test]'
+	$(BIN)/uv pip install --quiet --python $(LOWEST)/bin/python --resolution lowest-direct -e '.[test,spark]'
 	VALUATION_LOWEST_DIRECT=1 $(LOWEST)/bin/pytest -m "not slow"
 	$(LOWEST)/bin/pytest -m slow -k model_server_answers_bad_rows
 

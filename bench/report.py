@@ -35,7 +35,7 @@ def build_report(directory: Path) -> Path:
     directory = Path(directory)
     parts = {name: read_result(directory, name)
              for name in ("serving", "proxy_floor", "soak", "faults", "batches", "pyfunc_latency",
-                          "training", "replicas")}
+                          "training", "replicas", "scoring")}
     plots = {**draw_plots(directory, parts), **hardening.draw_soak_plot(directory, parts["soak"])}
     sections = [
         _header(parts),
@@ -50,6 +50,7 @@ def build_report(directory: Path) -> Path:
         _pyfunc(parts["pyfunc_latency"]),
         _batches(parts["batches"], plots),
         _training(parts["training"], plots),
+        _scoring(parts["scoring"]),
         _quality(directory),
         _changes(),
         _reproduce(),
@@ -351,6 +352,35 @@ def _training(result: dict[str, Any] | None, plots: dict[str, str]) -> str:
                  table(["quantity", "log-log slope", "per 100k rows", "intercept", "R²"], fit_rows)]
     if "training" in plots:
         text += ["", f"![training time vs rows]({plots['training']})"]
+    return "\n".join(text)
+
+
+def _scoring(result: dict[str, Any] | None) -> str:
+    title = "## Batch scoring (`valuation score`)"
+    if not result:
+        return f"{title}\n\n{_missing('python -m bench.scoring')}"
+    rows = [[r["engine"], f"{r['rows']:,}", r.get("wall_s") if r.get("ok") else "failed",
+             r.get("rows_per_s"), r.get("peak_tree_rss_mb")] for r in result["runs"]]
+    text = [title, "", _when(result), "",
+            f"`valuation score` on synthetic parquet portfolios (model trained on {result['data']} "
+            "data), each run its own process: wall time from start to the output's rename (model "
+            "loading and, for Spark, the JVM's start included), peak RSS summed over the process tree "
+            "(Spark's JVM and Python workers included). `pyfunc.predict (in memory)` is the upper "
+            "bound: the whole frame read first, then the pyfunc's own predict in the largest slices its "
+            "rules take, timed without the reading.", "",
+            table(["engine", "rows", "wall s", "rows/s", "peak MB"], rows)]
+    local = sorted((r for r in result["runs"] if r["engine"] == "local" and r.get("ok")),
+                   key=lambda r: r["rows"])
+    if len(local) >= 2:
+        small, large = local[0], local[-1]
+        text += ["", f"Local engine memory from {small['rows']:,} to {large['rows']:,} rows "
+                     f"({large['rows'] / small['rows']:.0f}× the rows): {small['peak_tree_rss_mb']:.0f} MB "
+                     f"→ {large['peak_tree_rss_mb']:.0f} MB "
+                     f"({large['peak_tree_rss_mb'] / small['peak_tree_rss_mb']:.2f}×): flat, as the "
+                     "input is read, priced and written one batch at a time."]
+    portfolio = result.get("portfolio")
+    if portfolio:
+        text += ["", f"The client's test.csv as a portfolio: {portfolio.get('summary') or portfolio}"]
     return "\n".join(text)
 
 

@@ -20,7 +20,7 @@ from bench.common import PROJECT_ROOT, BenchError, parser, progress, results_dir
 from bench.loadgen import require_wrk
 
 PARTS = ("pyfunc_latency", "serving", "replicas", "proxy_floor", "soak", "faults", "profile_serving",
-         "batches", "training", "quality")
+         "batches", "training", "scoring", "quality")
 
 
 def part_command(part: str, args) -> list[str]:

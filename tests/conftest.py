@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from tests.support.s3 import s3_bucket, s3_server  # noqa: F401  (fixtures shared by every folder)
+from tests.support.serving import TINY_PIPELINE, TrainedModel, run_pipeline_in_child
 from valuation.config import load_config
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -69,3 +70,26 @@ def write_csv(tmp_path: Path) -> Callable[[str, pd.DataFrame | str], Path]:
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
+    """A tiny model trained and registered (champion) by the project's own pipeline: one for the
+    whole session, shared by the serving and the scoring tests."""
+    root = tmp_path_factory.mktemp("trained-model")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    result = run_pipeline_in_child(uri, root, TINY_PIPELINE)
+    assert result["version"], f"the tiny model was not registered: {result}"
+    return TrainedModel(uri, root, result["version"], "api-tests")
+
+
+@pytest.fixture(scope="session")
+def spark_session():
+    """One local Spark session for every test that needs one (starting Spark costs seconds)."""
+    from valuation.model_runtime.validation import ValidationRules
+    from valuation.scoring.spark import spark_session as start
+
+    rules = ValidationRules.from_config(load_config().validation, sectors=[])
+    session = start("local[2]", rules)
+    yield session
+    session.stop()

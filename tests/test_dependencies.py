@@ -51,7 +51,8 @@ def _runtime() -> list[Requirement]:
 
 def _declared() -> list[Requirement]:
     project = _pyproject()["project"]
-    lines = project["dependencies"] + project["optional-dependencies"]["test"]
+    lines = project["dependencies"] + [line for extra in project["optional-dependencies"].values()
+                                       for line in extra]
     return [Requirement(line) for line in lines]
 
 

@@ -34,11 +34,14 @@ from valuation.synthetic import generate_frame
 __all__ = [
     "DataError",
     "NamedDatasetSource",
+    "database_cause",
     "Tables",
     "lineage_source",
+    "open_database",
     "load_tables",
     "read_artifact_frame",
     "split_frame",
+    "table_statement",
 ]
 
 SOURCES = ("csv", "postgres", "sample")
@@ -154,10 +157,27 @@ def _read_csv(configured: str) -> tuple[pd.DataFrame, Path]:
 
 
 def _load_postgres(cfg: DictConfig) -> Tables:
+    engine, safe_url, url = open_database(cfg.data)
+    try:
+        train_name, train = _read_table(
+            engine, safe_url, url, cfg.data.get("train_table"), cfg.data.get("train_query"), "train"
+        )
+        test_table, test_query = cfg.data.get("test_table"), cfg.data.get("test_query")
+        if not test_table and not test_query:
+            return _with_split(cfg, train, train_name, kind="postgres")
+        test_name, test = _read_table(engine, safe_url, url, test_table, test_query, "test")
+    finally:
+        engine.dispose()
+    return Tables(train, test, train_name, test_name, split=False, kind="postgres")
+
+
+def open_database(data_cfg: DictConfig) -> tuple[Any, str, Any]:
+    """An engine for the database whose URL is in the env var named by ``data.url_env``, the URL
+    safe to show (no password) and the parsed URL. Raises DataError."""
     import sqlalchemy as sa
     from sqlalchemy.pool import NullPool
 
-    env_name = cfg.data.get("url_env") or "VALUATION_DB_URL"
+    env_name = data_cfg.get("url_env") or "VALUATION_DB_URL"
     raw_url = os.environ.get(env_name)
     if not raw_url:
         raise DataError(
@@ -171,22 +191,24 @@ def _load_postgres(cfg: DictConfig) -> Tables:
     safe_url = url.render_as_string(hide_password=True)
     connect_args: dict[str, Any] = {}
     if url.get_backend_name() == "postgresql":
-        connect_args["connect_timeout"] = int(cfg.data.get("connect_timeout_s") or 5)
+        connect_args["connect_timeout"] = int(data_cfg.get("connect_timeout_s") or 5)
     try:
         engine = sa.create_engine(url, connect_args=connect_args, poolclass=NullPool)
     except (ImportError, sa.exc.SQLAlchemyError) as exc:
-        raise DataError(f"{safe_url}: cannot use this database: {_cause(exc, url)}") from None
-    try:
-        train_name, train = _read_table(
-            engine, safe_url, url, cfg.data.get("train_table"), cfg.data.get("train_query"), "train"
-        )
-        test_table, test_query = cfg.data.get("test_table"), cfg.data.get("test_query")
-        if not test_table and not test_query:
-            return _with_split(cfg, train, train_name, kind="postgres")
-        test_name, test = _read_table(engine, safe_url, url, test_table, test_query, "test")
-    finally:
-        engine.dispose()
-    return Tables(train, test, train_name, test_name, split=False, kind="postgres")
+        raise DataError(f"{safe_url}: cannot use this database: {database_cause(exc, url)}") from None
+    return engine, safe_url, url
+
+
+def table_statement(connection: Any, table: str | None, query: str | None) -> Any:
+    """The SELECT for a table (``schema.table`` allowed) or a query; the table is reflected, so a
+    missing one raises NoSuchTableError."""
+    import sqlalchemy as sa
+
+    if query:
+        return sa.text(str(query))
+    schema, _, table_name = str(table).rpartition(".")
+    reflected = sa.Table(table_name, sa.MetaData(), schema=schema or None, autoload_with=connection)
+    return sa.select(reflected)
 
 
 def _read_table(engine, safe_url: str, url, table: str | None, query: str | None, role: str):
@@ -201,25 +223,18 @@ def _read_table(engine, safe_url: str, url, table: str | None, query: str | None
         raise DataError(f"data.{role}_table or data.{role}_query must be set for data.source=postgres")
     try:
         with engine.connect() as connection:
-            if query:
-                statement = sa.text(str(query))
-            else:
-                schema, _, table_name = str(table).rpartition(".")
-                reflected = sa.Table(
-                    table_name, sa.MetaData(), schema=schema or None, autoload_with=connection
-                )
-                statement = sa.select(reflected)
+            statement = table_statement(connection, table, query)
             # Executed directly (not pd.read_sql) so that driver errors arrive unwrapped.
             result = connection.execute(statement)
             frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
     except sa.exc.NoSuchTableError:
         raise DataError(f"{name}: table not found", name) from None
     except (sa.exc.SQLAlchemyError, ImportError) as exc:
-        raise DataError(f"{name}: {_cause(exc, url)}", name) from None
+        raise DataError(f"{name}: {database_cause(exc, url)}", name) from None
     return name, validate_raw(frame, name)
 
 
-def _cause(exc: BaseException, url) -> str:
+def database_cause(exc: BaseException, url) -> str:
     """The driver's own first line (no SQL echo, no SQLAlchemy boilerplate), password removed."""
     original = getattr(exc, "orig", None) or exc
     text = str(original).strip().splitlines()[0] if str(original).strip() else type(exc).__name__

@@ -9,10 +9,11 @@ import typer
 
 from serving.cli.keys import keys_app
 from serving.cli.registry import promote, status
+from serving.cli.score import score
 from serving.logging import configure_logging
 
 app = typer.Typer(
-    help="Operate the valuation service: API keys and model promotion.",
+    help="Operate the valuation service: API keys, model promotion and batch scoring.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -20,6 +21,7 @@ app = typer.Typer(
 app.add_typer(keys_app, name="keys")
 app.command()(promote)
 app.command()(status)
+app.command()(score)
 
 
 class _CurrentStderr:

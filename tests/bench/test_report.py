@@ -35,7 +35,7 @@ def test_report_from_a_quick_synthetic_run_has_every_section(tmp_path):
     headings = [line for line in text.splitlines() if line.startswith("#")]
     for heading in ("# Benchmark report", "## Targets", "## Serving single rows",
                     "## Where serving time goes", "## One row in process", "## Batches", "## Training cost",
-                    "## Quality", "## What each change bought", "## Reproduce"):
+                    "## Batch scoring", "## Quality", "## What each change bought", "## Reproduce"):
         assert any(h.startswith(heading) for h in headings), heading
     assert "| cores |" in text and "quick smoke run" in text
     # The measured part is filled in; the parts not run say how to run them, with no numbers made up.
@@ -85,3 +85,21 @@ def test_replicas_section_gives_each_configuration_its_cpu_and_ceiling():
     assert "| nginx + two proxies | 8 | 450 | 10.0 | 100 | 0 | 2.50 | 1.10 | 800 |" in text
     assert "1.50× at concurrency 8" in text and "on 2 cores" in text
     assert "python -m bench.replicas" in replicas_section(None)
+
+
+def test_scoring_section_shows_each_run_and_the_local_engines_memory_growth():
+    from bench.report import _scoring
+
+    def run(engine, rows, wall_s, peak_mb):
+        return {"engine": engine, "rows": rows, "ok": True, "wall_s": wall_s, "rows_per_s": rows / wall_s,
+                "peak_tree_rss_mb": peak_mb}
+
+    result = {"started_at": "2026-12-02T11:00:00+00:00", "data": "synthetic", "portfolio": None,
+              "runs": [run("local", 1_000_000, 20.0, 400.0), run("local", 10_000_000, 200.0, 440.0),
+                       run("spark", 1_000_000, 80.0, 1500.0),
+                       run("pyfunc.predict (in memory)", 1_000_000, 10.0, 900.0)]}
+    text = _scoring(result)
+    assert text.startswith("## Batch scoring")
+    assert "| local | 10,000,000 |" in text and "| spark | 1,000,000 |" in text
+    assert "400 MB → 440 MB (1.10×)" in text
+    assert "_Not measured yet: run `python -m bench.scoring`._" in _scoring(None)

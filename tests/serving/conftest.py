@@ -19,11 +19,9 @@ from serving.app import create_app
 from serving.keys.env_store import EnvKeyStore
 from serving.model_servers.supervisor import ModelServerSupervisor
 from tests.support.serving import (
-    TINY_PIPELINE,
     FakeModelServer,
     TrainedModel,
     purge_queue,
-    run_pipeline_in_child,
     serve_fake_model_server,
     serving_settings,
     wait_for,
@@ -130,16 +128,7 @@ def fake_model_server() -> Iterator[FakeModelServer]:
         yield state
 
 
-# --- a real trained model ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def trained_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
-    root = tmp_path_factory.mktemp("trained-model")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    result = run_pipeline_in_child(uri, root, TINY_PIPELINE)
-    assert result["version"], f"the tiny model was not registered: {result}"
-    return TrainedModel(uri, root, result["version"], "api-tests")
+# --- a real served model (trained_model: tests/conftest.py) ------------------------------------
 
 
 @pytest.fixture(scope="session")
