@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,14 +31,23 @@ def _reset_mlflow_globals() -> None:
     fluent._active_experiment_id = None
 
 
+# MLflow state a test must neither inherit nor leave behind.
+MLFLOW_STATE_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID",
+                    "MLFLOW_EXPERIMENT_NAME", "MLFLOW_ARTIFACTS_DESTINATION")
+
+
 @pytest.fixture(autouse=True)
 def isolated_mlflow_state(monkeypatch: pytest.MonkeyPatch):
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID",
-                 "MLFLOW_EXPERIMENT_NAME", "MLFLOW_ARTIFACTS_DESTINATION"):
+    for name in MLFLOW_STATE_ENV:
         monkeypatch.delenv(name, raising=False)
     _reset_mlflow_globals()
     yield
     _reset_mlflow_globals()
+    # mlflow.set_tracking_uri/set_registry_uri also export their URI to os.environ, which
+    # monkeypatch does not undo for a variable that was unset: a later child process (a pipeline
+    # run) would register into that store.
+    for name in MLFLOW_STATE_ENV:
+        os.environ.pop(name, None)
 
 
 @pytest.fixture
