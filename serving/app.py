@@ -25,6 +25,7 @@ from serving.api import health, models, predict, training
 from serving.api.errors import install_exception_handlers
 from serving.api.observability import ProxyMetrics, RequestContextMiddleware
 from serving.logging import configure_logging, get_logger
+from serving.prediction.service import PricingMetrics, PricingService
 from serving.ratelimit import RateLimiter
 from serving.settings import ServingSettings, get_settings
 from serving.upstream import ModelServerClient
@@ -72,6 +73,8 @@ def create_app(
             app.state.audit = audit_log or _open_audit_log(config, stack)
             app.state.supervisor = supervisor or await _start_supervisor(config, typed, stack)
             app.state.http = await stack.enter_async_context(ModelServerClient(typed))
+            app.state.pricing = await stack.enter_async_context(
+                PricingService.open(typed, config, app.state.http, app.state.pricing_metrics))
             log.info("proxy_started", model=typed.registry.model_name, queue=typed.jobs.queue,
                      key_store=getattr(app.state.key_store, "backend", "custom"))
             yield
@@ -90,6 +93,7 @@ def create_app(
     app.state.settings = typed
     app.state.serving_config = config
     app.state.metrics = ProxyMetrics()
+    app.state.pricing_metrics = PricingMetrics(app.state.metrics.registry)
     install_exception_handlers(app)
     for router in (predict.router, training.router, models.router, health.router):
         app.include_router(router)

@@ -15,7 +15,7 @@ import os
 from functools import lru_cache
 
 from omegaconf import DictConfig, OmegaConf
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from valuation.config import load_config, tracking_uri
 
@@ -79,6 +79,14 @@ class JobsSettings(_Section):
     result_ttl_s: int
 
 
+class BatchingSettings(_Section):
+    """`batching:` of conf/serving.yaml (serving/prediction/batcher.py)."""
+
+    enabled: bool
+    max_batch_rows: int = Field(ge=1)
+    max_wait_ms: float = Field(ge=0)
+
+
 class ServingSettings(_Section):
     """What the proxy reads, typed. `tracking_uri` is resolved (never null)."""
 
@@ -87,6 +95,7 @@ class ServingSettings(_Section):
     rate_limit: RateLimitSettings
     model_server: ModelServerSettings
     jobs: JobsSettings
+    batching: BatchingSettings
     tracking_uri: str
 
     @classmethod
