@@ -87,6 +87,17 @@ class BatchingSettings(_Section):
     max_wait_ms: float = Field(ge=0)
 
 
+class PredictionCacheSettings(_Section):
+    """`prediction_cache:` of conf/serving.yaml (serving/prediction/cache.py)."""
+
+    enabled: bool
+    ttl_s: int = Field(ge=1)
+    key_prefix: str = Field(min_length=1)
+    timeout_s: float = Field(gt=0)
+    unavailable_log_every_s: float
+    recheck_after_failure_s: float
+
+
 class ServingSettings(_Section):
     """What the proxy reads, typed. `tracking_uri` is resolved (never null)."""
 
@@ -96,6 +107,7 @@ class ServingSettings(_Section):
     model_server: ModelServerSettings
     jobs: JobsSettings
     batching: BatchingSettings
+    prediction_cache: PredictionCacheSettings
     tracking_uri: str
 
     @classmethod

@@ -77,10 +77,14 @@ async def price_request(
 
 
 def audit_priced(request: Request, key: KeyRecord, started: float, priced: PricedRequest) -> None:
-    """The audit line of a priced request."""
+    """The audit line of a priced request; rows answered from the prediction cache are named."""
+    cache = None
+    if priced.cached_rows:
+        cache = {"hit_rows": priced.cached_rows, "hits": len(priced.cached_rows),
+                 "misses": len(priced.predictions) - len(priced.cached_rows)}
     audit(request, "predict", 200, key, started, model_name=priced.served.name,
           model_version=priced.served.version, inputs=priced.rows, outputs=priced.predictions,
-          detail=priced.degraded_reason)
+          detail=priced.degraded_reason, cache=cache)
 
 
 def audit_refused(request: Request, key: KeyRecord, started: float, trace: dict[str, Any],

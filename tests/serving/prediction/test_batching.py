@@ -14,12 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from serving.api.schemas import SPEC_PREDICT_BODY
 from serving.app import create_app
 from serving.ports import free_port
 from serving.processes import kill_group
+from tests.serving.prediction.support import metric, synthetic_rows, unbatched_prices
 from tests.support.serving import (
     MODEL_NAME,
     FixedSupervisor,
@@ -27,34 +27,12 @@ from tests.support.serving import (
     serving_settings,
     wait_for,
 )
-from valuation.model_runtime.schema import FEATURES
-from valuation.synthetic import generate_frame
 
 pytestmark = pytest.mark.slow
 
 CLIENTS = 10
 REQUESTS_PER_CLIENT = 12
 CLIENT_TIMEOUT_S = 30.0  # far above a prediction: a request this slow counts as hung
-
-
-def synthetic_rows(n: int, seed: int = 11) -> list[dict[str, Any]]:
-    return generate_frame(n, seed)[list(FEATURES)].to_dict("records")
-
-
-def unbatched_prices(base_url: str, rows: list[dict[str, Any]]) -> list[float]:
-    """Each row priced alone by the model server itself: the reference a batch must match."""
-    with httpx.Client(timeout=30, trust_env=False) as http:
-        return [http.post(f"{base_url}/invocations", json={"inputs": [row]}).json()["predictions"][0]
-                for row in rows]
-
-
-def metric(base_url: str, name: str) -> float:
-    text = httpx.get(f"{base_url}/metrics", trust_env=False).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name:
-                return sample.value
-    raise AssertionError(f"metric {name} not exported")
 
 
 def audit_lines(path: Path) -> dict[str, dict[str, Any]]:
