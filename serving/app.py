@@ -21,7 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 from omegaconf import DictConfig
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
-from serving.api import health, models, predict, training
+from serving.api import health, inference_v2, models, predict, training
 from serving.api.errors import install_exception_handlers
 from serving.api.observability import ProxyMetrics, RequestContextMiddleware
 from serving.logging import configure_logging, get_logger
@@ -43,6 +43,8 @@ Roles: `predict` may call /predict; `train` also /train and /job_status; `admin`
 
 OPENAPI_TAGS = [
     {"name": "predict", "description": "Prices from the served model"},
+    {"name": "inference (Open Inference Protocol V2)",
+     "description": "KServe/Triton V2 endpoints: one input per feature column, output `price`"},
     {"name": "training", "description": "Training jobs run by the worker (MLflow Project)"},
     {"name": "models", "description": "Registry: champion selection and what is served"},
     {"name": "health", "description": "Probes and metrics"},
@@ -95,7 +97,8 @@ def create_app(
     app.state.metrics = ProxyMetrics()
     app.state.pricing_metrics = PricingMetrics(app.state.metrics.registry)
     install_exception_handlers(app)
-    for router in (predict.router, training.router, models.router, health.router):
+    for router in (predict.router, inference_v2.router, training.router, models.router,
+                   health.router):
         app.include_router(router)
     max_body = typed.proxy.max_body_bytes
     # Inner: cuts a streamed body without Content-Length as it is read (a 413 through our error
