@@ -21,10 +21,11 @@ from fastapi.concurrency import run_in_threadpool
 from omegaconf import DictConfig
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
-from serving.api import health, models, predict, training
+from serving.api import health, inference_v2, models, predict, training
 from serving.api.errors import install_exception_handlers
 from serving.api.observability import ProxyMetrics, RequestContextMiddleware
 from serving.logging import configure_logging, get_logger
+from serving.prediction.service import PricingMetrics, PricingService
 from serving.ratelimit import RateLimiter
 from serving.settings import ServingSettings, get_settings
 from serving.upstream import ModelServerClient
@@ -42,6 +43,8 @@ Roles: `predict` may call /predict; `train` also /train and /job_status; `admin`
 
 OPENAPI_TAGS = [
     {"name": "predict", "description": "Prices from the served model"},
+    {"name": "inference (Open Inference Protocol V2)",
+     "description": "KServe/Triton V2 endpoints: one input per feature column, output `price`"},
     {"name": "training", "description": "Training jobs run by the worker (MLflow Project)"},
     {"name": "models", "description": "Registry: champion selection and what is served"},
     {"name": "health", "description": "Probes and metrics"},
@@ -72,6 +75,8 @@ def create_app(
             app.state.audit = audit_log or _open_audit_log(config, stack)
             app.state.supervisor = supervisor or await _start_supervisor(config, typed, stack)
             app.state.http = await stack.enter_async_context(ModelServerClient(typed))
+            app.state.pricing = await stack.enter_async_context(
+                PricingService.open(typed, config, app.state.http, app.state.pricing_metrics))
             log.info("proxy_started", model=typed.registry.model_name, queue=typed.jobs.queue,
                      key_store=getattr(app.state.key_store, "backend", "custom"))
             yield
@@ -90,8 +95,10 @@ def create_app(
     app.state.settings = typed
     app.state.serving_config = config
     app.state.metrics = ProxyMetrics()
+    app.state.pricing_metrics = PricingMetrics(app.state.metrics.registry)
     install_exception_handlers(app)
-    for router in (predict.router, training.router, models.router, health.router):
+    for router in (predict.router, inference_v2.router, training.router, models.router,
+                   health.router):
         app.include_router(router)
     max_body = typed.proxy.max_body_bytes
     # Inner: cuts a streamed body without Content-Length as it is read (a 413 through our error

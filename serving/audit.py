@@ -95,6 +95,7 @@ class AuditLog:
         outputs: Any = None,
         latency_ms: float | None = None,
         detail: Any = None,
+        cache: dict[str, Any] | None = None,
     ) -> None:
         event: dict[str, Any] = {
             "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -111,6 +112,8 @@ class AuditLog:
             "latency_ms": latency_ms,
             "detail": detail,
         }
+        if cache is not None:  # rows answered from the prediction cache (serving/prediction/cache.py)
+            event["cache"] = cache
         try:
             line = orjson.dumps(event, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
             self._logger.info(line)  # the handler writes the line and flushes

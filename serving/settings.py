@@ -15,7 +15,7 @@ import os
 from functools import lru_cache
 
 from omegaconf import DictConfig, OmegaConf
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from valuation.config import load_config, tracking_uri
 
@@ -79,6 +79,25 @@ class JobsSettings(_Section):
     result_ttl_s: int
 
 
+class BatchingSettings(_Section):
+    """`batching:` of conf/serving.yaml (serving/prediction/batcher.py)."""
+
+    enabled: bool
+    max_batch_rows: int = Field(ge=1)
+    max_wait_ms: float = Field(ge=0)
+
+
+class PredictionCacheSettings(_Section):
+    """`prediction_cache:` of conf/serving.yaml (serving/prediction/cache.py)."""
+
+    enabled: bool
+    ttl_s: int = Field(ge=1)
+    key_prefix: str = Field(min_length=1)
+    timeout_s: float = Field(gt=0)
+    unavailable_log_every_s: float
+    recheck_after_failure_s: float
+
+
 class ServingSettings(_Section):
     """What the proxy reads, typed. `tracking_uri` is resolved (never null)."""
 
@@ -87,6 +106,8 @@ class ServingSettings(_Section):
     rate_limit: RateLimitSettings
     model_server: ModelServerSettings
     jobs: JobsSettings
+    batching: BatchingSettings
+    prediction_cache: PredictionCacheSettings
     tracking_uri: str
 
     @classmethod

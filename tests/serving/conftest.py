@@ -6,6 +6,8 @@ tests/support/stack.py) a registry of two versions and the real dev stack."""
 from __future__ import annotations
 
 import secrets
+import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,10 @@ from omegaconf import DictConfig
 from redis import Redis
 
 from serving.app import create_app
+from serving.devstack.services import redis_server_config
 from serving.keys.env_store import EnvKeyStore
 from serving.model_servers.supervisor import ModelServerSupervisor
+from serving.ports import free_port
 from tests.support.serving import (
     FakeModelServer,
     TrainedModel,
@@ -33,6 +37,7 @@ from tests.support.stack import (  # noqa: F401  (fixtures: pytest finds them by
     supervisor_factory,
     trained_registry,
 )
+from valuation.config import load_config
 
 # --- Redis -------------------------------------------------------------------------------------
 
@@ -41,6 +46,49 @@ from tests.support.stack import (  # noqa: F401  (fixtures: pytest finds them by
 def redis_conn() -> Iterator[Redis]:
     connection = Redis(host="127.0.0.1", port=6379, db=0, socket_timeout=5)
     yield connection
+    connection.close()
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A redis-server of our own on a free port, for tests that kill it: yields (process,
+    connection, restart)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is required (apt-get install redis-server)")
+    port = free_port()
+    # The stack's own configuration (append-only file in tmp_path): what survives a kill there
+    # survives it here.
+    config = redis_server_config(load_config(config_name="serving"), port, tmp_path)
+
+    def launch() -> subprocess.Popen:
+        process = subprocess.Popen([binary, "-"], stdin=subprocess.PIPE,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process.stdin.write(config.encode())
+        process.stdin.close()
+        return process
+
+    process = launch()
+    connection = Redis(host="127.0.0.1", port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+    def answers() -> bool:
+        try:
+            return bool(connection.ping())
+        except Exception:
+            return False
+
+    wait_for(answers, 20, "our redis-server to answer")
+    started = [process]
+
+    def restart() -> None:
+        started.append(launch())
+        wait_for(answers, 20, "our redis-server to answer again")
+
+    yield process, connection, restart
+    for each in started:
+        if each.poll() is None:
+            each.kill()
+            each.wait(timeout=10)
     connection.close()
 
 

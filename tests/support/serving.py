@@ -227,3 +227,24 @@ def serve_fake_model_server() -> Iterator[FakeModelServer]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def serve_app(app: Any) -> Iterator[str]:
+    """Run an ASGI app under a real uvicorn server on a free loopback port (in a thread) until
+    the block ends; yields its base URL. For tests that need real concurrent HTTP clients."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started or not thread.is_alive(), 60, "the proxy to listen", 0.05)
+        if not server.started:
+            raise AssertionError("the proxy did not start (see the log above)")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(60)

@@ -17,6 +17,13 @@ from serving.api.schemas import (
 PROTECTED = {("/predict", "post"), ("/train", "post"), ("/job_status/{job_id}", "get"),
              ("/best_model", "post"), ("/models", "get")}
 OPEN = {("/health", "get"), ("/ready", "get"), ("/metrics", "get")}
+# The Open Inference Protocol (serving/api/inference_v2.py): its errors are `{"error": "..."}`.
+V2_PROTECTED = {(f"/v2/models/{{model_name}}{version}{leaf}", method)
+                for version in ("", "/versions/{model_version}")
+                for leaf, method in (("", "get"), ("/ready", "get"), ("/infer", "post"))}
+V2_OPEN = {("/v2/health/live", "get"), ("/v2/health/ready", "get")}
+PROTECTED |= V2_PROTECTED
+OPEN |= V2_OPEN
 
 
 @pytest.fixture
@@ -99,4 +106,5 @@ def test_every_422_is_documented_with_the_one_field_error_shape(spec) -> None:
             documented = operation["responses"].get("422")
             assert documented, f"{method.upper()} {path} does not document its 422"
             schema = documented["content"]["application/json"]["schema"]
-            assert schema == {"$ref": "#/components/schemas/ValidationErrorResponse"}, path
+            shape = "OipError" if path.startswith("/v2/") else "ValidationErrorResponse"
+            assert schema == {"$ref": f"#/components/schemas/{shape}"}, path

@@ -3,7 +3,6 @@ with a redis-server of our own that the test kills."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
@@ -16,7 +15,6 @@ from redis import Redis
 from rq.job import JobStatus
 
 from serving.api.schemas import SPEC_PREDICT_BODY, SPEC_TRAIN_BODY
-from serving.devstack.services import redis_server_config
 from serving.jobs.queue import enqueue_training, fetch_job, training_queue
 from serving.jobs.status import describe_job
 from serving.keys.env_store import EnvKeyStore
@@ -27,11 +25,9 @@ from tests.support.serving import (
     TINY_PIPELINE,
     FixedSupervisor,
     child_env,
-    free_port,
     serving_settings,
     wait_for,
 )
-from valuation.config import load_config
 
 RECHECK_S = 2.0  # limiters built directly: how long Redis is not asked again after a failure
 
@@ -168,47 +164,6 @@ def test_no_setting_means_no_limit(make_client, fake_model_server, tmp_path, emp
 
 
 # --- Redis down: our own redis-server, killed for real ----------------------------------------
-
-
-@pytest.fixture
-def own_redis(tmp_path):
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is required (apt-get install redis-server)")
-    port = free_port()
-    # The stack's own configuration (append-only file in tmp_path): what survives a kill there
-    # survives it here.
-    config = redis_server_config(load_config(config_name="serving"), port, tmp_path)
-
-    def launch() -> subprocess.Popen:
-        process = subprocess.Popen([binary, "-"], stdin=subprocess.PIPE,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        process.stdin.write(config.encode())
-        process.stdin.close()
-        return process
-
-    process = launch()
-    connection = Redis(host="127.0.0.1", port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
-
-    def answers() -> bool:
-        try:
-            return bool(connection.ping())
-        except Exception:
-            return False
-
-    wait_for(answers, 20, "our redis-server to answer")
-    started = [process]
-
-    def restart() -> None:
-        started.append(launch())
-        wait_for(answers, 20, "our redis-server to answer again")
-
-    yield process, connection, restart
-    for each in started:
-        if each.poll() is None:
-            each.kill()
-            each.wait(timeout=10)
-    connection.close()
 
 
 def test_redis_down_predictions_flow_training_is_503(

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from omegaconf import OmegaConf
 from redis import Redis
 
@@ -22,7 +21,7 @@ from serving.app import create_app
 from serving.keys.env_store import EnvKeyStore
 from serving.ports import free_port
 from serving.processes import kill_group
-from tests.support.serving import purge_queue, serving_settings, wait_for
+from tests.support.serving import purge_queue, serve_app, serving_settings, wait_for
 from tests.support.stack import set_champion, supervisor_settings
 
 CLIENTS = 3
@@ -87,18 +86,12 @@ def proxy(trained_registry, tmp_path: Path) -> Iterator[tuple[str, dict[str, str
     api_key = "pv_test_faults_" + os.urandom(12).hex()
     app = create_app(supervisor=supervisor, key_store=EnvKeyStore(api_key), redis=redis,
                      settings=settings)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
     try:
-        wait_for(lambda: server.started, 60, "the proxy to listen")
-        wait_for(lambda: supervisor.current() is not None, START_DEADLINE_S, "the champion served")
-        yield f"http://127.0.0.1:{port}", {"X-API-Key": api_key}, supervisor
+        with serve_app(app) as url:
+            wait_for(lambda: supervisor.current() is not None, START_DEADLINE_S,
+                     "the champion served")
+            yield url, {"X-API-Key": api_key}, supervisor
     finally:
-        server.should_exit = True
-        thread.join(60)
         supervisor.stop()
         purge_queue(redis, settings.jobs.queue)
         redis.close()

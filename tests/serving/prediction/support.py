@@ -1,0 +1,31 @@
+"""Helpers of the pricing tests: synthetic rows, reference prices, metrics of a running proxy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from valuation.model_runtime.schema import FEATURES
+from valuation.synthetic import generate_frame
+
+
+def synthetic_rows(n: int, seed: int = 11) -> list[dict[str, Any]]:
+    return generate_frame(n, seed)[list(FEATURES)].to_dict("records")
+
+
+def unbatched_prices(base_url: str, rows: list[dict[str, Any]]) -> list[float]:
+    """Each row priced alone by the model server itself: the reference a batch must match."""
+    with httpx.Client(timeout=30, trust_env=False) as http:
+        return [http.post(f"{base_url}/invocations", json={"inputs": [row]}).json()["predictions"][0]
+                for row in rows]
+
+
+def metric(base_url: str, name: str) -> float:
+    text = httpx.get(f"{base_url}/metrics", trust_env=False).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                return sample.value
+    raise AssertionError(f"metric {name} not exported")
