@@ -71,7 +71,7 @@ def score_spark(source: ScoringInput, model: ScoringModel, output: Path, rejecte
     ).cache()  # read twice: the scored rows and the rejections
     use_store(model.tracking_uri)
     price = mlflow.pyfunc.spark_udf(spark, model.version_uri, result_type="double",
-                                    env_manager=env_manager)
+                                    env_manager=env_manager, extra_env=_executor_env())
     good = checked.filter(F.col(REJECTIONS).isNull())
     bad = checked.filter(F.col(REJECTIONS).isNotNull())
     scored = good.withColumn(PRICE, price(*_model_input(F, env_manager))).unionByName(
@@ -105,6 +105,16 @@ def score_spark(source: ScoringInput, model: ScoringModel, output: Path, rejecte
         checked.unpersist()
     return ScoringSummary(rows, rows - rejected_rows, rejected_rows, time.perf_counter() - started,
                           output, rejected, model.name, model.version, "spark")
+
+
+# MLflow's wait for each batch's answer from a model environment's scoring server (default 60 s),
+# which also covers that server's start (Python, MLflow, the model): a loaded machine needs more.
+# Passed on because executors started before it was set would not see it.
+_EXECUTOR_ENV = ("MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT",)
+
+
+def _executor_env() -> dict[str, str]:
+    return {name: os.environ[name] for name in _EXECUTOR_ENV if name in os.environ}
 
 
 def _model_input(F: Any, env_manager: str) -> list[Any]:

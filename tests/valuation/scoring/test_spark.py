@@ -57,6 +57,9 @@ def test_spark_with_the_uv_env_manager_gives_the_local_engines_output(
     monkeypatch.setenv("PATH", os.pathsep.join([str(Path(uv).parent), str(Path(sys.base_prefix) / "bin"),
                                                 os.environ["PATH"]]))
     monkeypatch.setenv("UV_PYTHON_DOWNLOADS", "never")
+    # The model environment's scoring server starts within MLflow's wait for the first batch:
+    # 60 s by default, too short on a loaded CI machine.
+    monkeypatch.setenv("MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT", "900")
     small = tmp_path / "small.csv"
     portfolio.iloc[:200].to_csv(small, index=False)  # BAD_ROWS included
     local = _score(trained_model, small, tmp_path / "local.parquet", "local")
