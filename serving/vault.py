@@ -356,3 +356,25 @@ def update_document(
             continue
         return updated
     raise VaultUnavailable(f"{mount}/{path} kept changing under us ({attempts} attempts)")
+
+
+def list_names(session: VaultSession, mount: str, path: str) -> list[str]:
+    """The names a KV v2 LIST finds directly under `path` (folders end with "/"); [] when none."""
+
+    def names(client: hvac.Client) -> list[str]:
+        try:
+            answer = client.secrets.kv.v2.list_secrets(path=path, mount_point=mount)
+        except hvac_errors.InvalidPath:
+            return []
+        return [str(name) for name in (answer.get("data") or {}).get("keys") or []]
+
+    return session.call(names)
+
+
+def destroy_secret(session: VaultSession, mount: str, path: str) -> None:
+    """Delete a KV v2 secret with all its versions and metadata (nothing left to undelete)."""
+    session.call(
+        lambda client: client.secrets.kv.v2.delete_metadata_and_all_versions(
+            path=path, mount_point=mount
+        )
+    )

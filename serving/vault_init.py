@@ -65,11 +65,20 @@ class BootstrapResult:
 
 
 def keys_policy(kv_mount: str, keys_path: str) -> str:
-    """HCL granting read/write on the key table and nothing else (KV v2 paths)."""
+    """HCL granting the key table and nothing else (KV v2 paths): its per-key entries (`+` is
+    one path segment: a key's hash), their LIST, and the old single document, which the proxy
+    reads, empties and deletes once when it moves a table stored the old way
+    (serving/keys/vault_migration.py)."""
     mount, path = kv_mount.strip("/"), keys_path.strip("/")
-    return (
-        f'path "{mount}/data/{path}" {{\n  capabilities = ["create", "read", "update"]\n}}\n'
-        f'path "{mount}/metadata/{path}" {{\n  capabilities = ["read"]\n}}\n'
+    rules = {
+        f"{mount}/data/{path}/+": '"create", "read", "update"',  # update: cas=0 answers "exists"
+        f"{mount}/metadata/{path}/+": '"delete"',
+        f"{mount}/metadata/{path}": '"list", "read", "delete"',
+        f"{mount}/metadata/{path}/": '"list"',
+        f"{mount}/data/{path}": '"read", "update"',
+    }
+    return "".join(
+        f'path "{where}" {{\n  capabilities = [{allowed}]\n}}\n' for where, allowed in rules.items()
     )
 
 
@@ -122,7 +131,7 @@ def bootstrap(
 
     seeded = None
     if api_key:
-        seed_admin_key(session, kv_mount, keys_path, api_key, int(vault.write_attempts))
+        seed_admin_key(session, kv_mount, keys_path, api_key)
         seeded = key_id_of(hash_key(api_key))
     log.info(
         "vault_bootstrapped",

@@ -1,5 +1,7 @@
-"""The key store in Vault: one KV v2 secret mapping each key's SHA-256 hash to its record
-({key_id, owner, role, created_at}), cached in memory (serving/keys/cache.py says when it is read).
+"""The key store in Vault: one KV v2 entry per key, `<keys_path>/<SHA-256 of the key>` holding its
+record ({key_id, owner, role, created_at}) (vault_entries.py says why and what a refresh costs),
+cached in memory (serving/keys/cache.py says when it is read). A table stored the old way, one
+document at `<keys_path>`, is moved to that layout on first use (vault_migration.py).
 
 `API_KEY`, when set, is an admin key owned by "bootstrap", written in at startup if it is absent
 (so revoking it only lasts while `API_KEY` is unset).
@@ -8,9 +10,9 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator
 
 from omegaconf import DictConfig
 
@@ -18,26 +20,21 @@ from serving.keys.cache import KeyTable, KeyTableCache
 from serving.keys.records import (
     BOOTSTRAP_OWNER,
     KeyRecord,
-    add_key_entry,
     generate_key,
     hash_key,
     is_well_formed,
+    key_id_of,
     match_key,
     new_key_record,
-    parse_table,
     validate_owner,
 )
 from serving.keys.store import NOT_CACHED, KeyStoreError, KeyStoreUnavailable, NotCached
+from serving.keys.vault_entries import KeyEntries
+from serving.keys.vault_migration import migrate_key_document
 from serving.logging import get_logger
 from serving.roles import Role, parse_role
 from serving.settings import get_settings
-from serving.vault import (
-    VaultError,
-    VaultSession,
-    VaultUnavailable,
-    read_document,
-    update_document,
-)
+from serving.vault import VaultError, VaultSession, VaultUnavailable
 
 log = get_logger(__name__)
 
@@ -70,6 +67,8 @@ class VaultKeyStore:
         )
         self._bootstrap_key = bootstrap_key or None
         self._bootstrap_written = False
+        self._migrated = False
+        self._entries = KeyEntries(session, kv_mount, keys_path)
         self._cache = KeyTableCache(
             self._load,
             source=f"Vault at {session.url}",
@@ -123,23 +122,18 @@ class VaultKeyStore:
     def create(self, owner: str, role: str) -> tuple[str, KeyRecord]:
         parsed_role = parse_role(role)
         owner = validate_owner(owner)
-        while True:
-            api_key = generate_key()
-            key_hash = hash_key(api_key)
-            record = new_key_record(key_hash, owner, parsed_role)
-
-            def add(document: dict[str, Any], key_hash=key_hash, record=record) -> dict[str, Any]:
-                ids = (e.get("key_id") for e in document.values() if isinstance(e, Mapping))
-                if record.key_id in ids:
-                    raise _KeyIdTaken(record.key_id)
-                return add_key_entry(document, key_hash, record)
-
-            try:
-                self._update(add)
-            except _KeyIdTaken:
-                continue  # a 48-bit prefix collision: practically never; draw another key
-            break
+        with self._vault("cannot create an API key"):
+            self._migrate_once()
+            while True:
+                api_key = generate_key()
+                key_hash = hash_key(api_key)
+                record = new_key_record(key_hash, owner, parsed_role)
+                if any(key_id_of(h) == record.key_id for h in self._entries.hashes()):
+                    continue  # a 48-bit prefix collision: practically never; draw another key
+                if self._entries.create(key_hash, record):
+                    break
         log.info("api_key_created", key_id=record.key_id, owner=owner, role=record.role)
+        self._after_write()
         return api_key, record
 
     def list(self) -> builtins.list[KeyRecord]:
@@ -148,23 +142,15 @@ class VaultKeyStore:
         return sorted(table.values(), key=lambda r: (r.created_at, r.key_id))
 
     def revoke(self, key_id: str) -> bool:
-        removed: builtins.list[str] = []
-
-        def drop(document: dict[str, Any]) -> dict[str, Any] | None:
-            removed.clear()
-            removed.extend(
-                h
-                for h, entry in document.items()
-                if isinstance(entry, Mapping) and entry.get("key_id") == key_id
-            )
-            if not removed:
-                return None
-            return {h: entry for h, entry in document.items() if h not in removed}
-
-        self._update(drop)
-        if removed:
+        with self._vault("cannot revoke an API key"):
+            self._migrate_once()
+            matching = [h for h in self._entries.hashes() if key_id_of(h) == key_id]
+            for key_hash in matching:
+                self._entries.destroy(key_hash)
+        if matching:
             log.info("api_key_revoked", key_id=key_id)
-        return bool(removed)
+        self._after_write()
+        return bool(matching)
 
     def healthy(self) -> bool:
         """True when keys can be verified from fresh data right now."""
@@ -194,69 +180,62 @@ class VaultKeyStore:
 
     # -- Vault --------------------------------------------------------------------------------
     def _load(self) -> KeyTable:
+        with self._vault("cannot verify API keys"):
+            self._migrate_once()
+            hashes = self._seed_bootstrap(self._entries.hashes())
+            return self._entries.table(hashes)
+
+    @contextlib.contextmanager
+    def _vault(self, doing: str) -> Iterator[None]:
+        """Vault's failures as the key store's: unavailable (fail closed) or unusable."""
         try:
-            document, _ = read_document(self._session, self._mount, self._path)
-            document = self._seed_bootstrap(document)
+            yield
         except VaultUnavailable as exc:
             log.warning("key_store_refresh_failed", vault=self.url, reason=str(exc))
-            raise KeyStoreUnavailable(
-                f"cannot verify API keys: Vault at {self.url} is unavailable ({exc})"
-            ) from exc
+            raise KeyStoreUnavailable(f"{doing}: Vault at {self.url} is unavailable ({exc})") from exc
         except VaultError as exc:
             raise KeyStoreError(f"Vault at {self.url}: {exc}") from exc
-        return parse_table(document)
 
-    def _update(self, change: Callable[[dict[str, Any]], dict[str, Any] | None]) -> None:
-        try:
-            document = update_document(
-                self._session, self._mount, self._path, change, self._write_attempts
-            )
-        except VaultUnavailable as exc:
-            raise KeyStoreUnavailable(f"Vault at {self.url} is unavailable ({exc})") from exc
-        except VaultError as exc:
-            raise KeyStoreError(f"Vault at {self.url}: {exc}") from exc
-        self._cache.remember(parse_table(document))
+    def _migrate_once(self) -> None:
+        """Move a table stored as one document to per-key entries (once per process: a failure
+        is raised and tried again by the next operation)."""
+        if not self._migrated:
+            migrate_key_document(self._session, self._mount, self._path, self._entries,
+                                 self._write_attempts)
+            self._migrated = True
 
-    def _seed_bootstrap(self, document: dict[str, Any]) -> dict[str, Any]:
+    def _after_write(self) -> None:
+        """A process that holds the table reads it again, so its own change shows at once (a
+        process that never read it, like the CLI, does not pay for reading every entry)."""
+        if self._entries.loaded:
+            with contextlib.suppress(KeyStoreError):  # done; a failed read is logged, not raised
+                self.refresh()
+
+    def _seed_bootstrap(self, hashes: builtins.list[str]) -> builtins.list[str]:
         if self._bootstrap_key is None or self._bootstrap_written:
-            return document
-        if hash_key(self._bootstrap_key) not in document:
+            return hashes
+        key_hash = hash_key(self._bootstrap_key)
+        if key_hash not in hashes:
             try:
-                document, _ = seed_admin_key(
-                    self._session, self._mount, self._path, self._bootstrap_key,
-                    self._write_attempts,
-                )
+                seed_admin_key(self._session, self._mount, self._path, self._bootstrap_key)
             except VaultError as exc:
-                # The table we read is still good; try again at the next refresh.
+                # The table we listed is still good; try again at the next refresh.
                 log.warning("api_key_seed_failed", reason=str(exc))
-                return document
+                return hashes
+            hashes = [*hashes, key_hash]
         self._bootstrap_written = True
-        return document
-
-
-class _KeyIdTaken(Exception):
-    """Internal: a new key's id equals an existing one."""
+        return hashes
 
 
 def seed_admin_key(
-    session: VaultSession, kv_mount: str, keys_path: str, api_key: str, write_attempts: int
-) -> tuple[dict[str, Any], KeyRecord | None]:
+    session: VaultSession, kv_mount: str, keys_path: str, api_key: str
+) -> KeyRecord | None:
     """Store `api_key` as an admin key owned by "bootstrap" unless it is there already.
 
-    Returns the key table as stored afterwards and the new record (None when it was present).
-    """
+    Returns the new record (None when it was present)."""
     key_hash = hash_key(api_key)
     record = new_key_record(key_hash, BOOTSTRAP_OWNER, Role.ADMIN)
-    added: builtins.list[KeyRecord] = []
-
-    def add_if_absent(document: dict[str, Any]) -> dict[str, Any] | None:
-        added.clear()
-        if key_hash in document:
-            return None
-        added.append(record)
-        return add_key_entry(document, key_hash, record)
-
-    document = update_document(session, kv_mount, keys_path, add_if_absent, write_attempts)
-    if added:
-        log.info("api_key_seeded", key_id=record.key_id, owner=BOOTSTRAP_OWNER, role="admin")
-    return document, (added[0] if added else None)
+    if not KeyEntries(session, kv_mount, keys_path).create(key_hash, record):
+        return None
+    log.info("api_key_seeded", key_id=record.key_id, owner=BOOTSTRAP_OWNER, role="admin")
+    return record

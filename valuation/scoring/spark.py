@@ -71,11 +71,10 @@ def score_spark(source: ScoringInput, model: ScoringModel, output: Path, rejecte
     ).cache()  # read twice: the scored rows and the rejections
     use_store(model.tracking_uri)
     price = mlflow.pyfunc.spark_udf(spark, model.version_uri, result_type="double",
-                                    env_manager=env_manager)
+                                    env_manager=env_manager, extra_env=_executor_env())
     good = checked.filter(F.col(REJECTIONS).isNull())
     bad = checked.filter(F.col(REJECTIONS).isNotNull())
-    # One struct column: the UDF gets it as a DataFrame of the features, which the model takes.
-    scored = good.withColumn(PRICE, price(F.struct(*FEATURES))).unionByName(
+    scored = good.withColumn(PRICE, price(*_model_input(F, env_manager))).unionByName(
         bad.withColumn(PRICE, F.lit(None).cast("double")))
     inputs = [c for c in frame.columns if c != ROW]
     result = scored.select(
@@ -106,6 +105,30 @@ def score_spark(source: ScoringInput, model: ScoringModel, output: Path, rejecte
         checked.unpersist()
     return ScoringSummary(rows, rows - rejected_rows, rejected_rows, time.perf_counter() - started,
                           output, rejected, model.name, model.version, "spark")
+
+
+# MLflow's wait for each batch's answer from a model environment's scoring server (default 60 s),
+# which also covers that server's start (Python, MLflow, the model): a loaded machine needs more.
+# Passed on because executors started before it was set would not see it.
+_EXECUTOR_ENV = ("MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT",)
+
+
+def _executor_env() -> dict[str, str]:
+    return {name: os.environ[name] for name in _EXECUTOR_ENV if name in os.environ}
+
+
+def _model_input(F: Any, env_manager: str) -> list[Any]:
+    """The UDF's arguments: the features as one struct column, which the UDF gets as a DataFrame.
+
+    In this process (`local`) spark_udf hands that DataFrame to the model, which MLflow turns
+    into rows. With another env manager it sends it to the model's scoring server in the built
+    environment, which first casts it to the model's signature: for our type-hint signature one
+    column holding each row as an object, so eight feature columns are refused ("Expected data to
+    be dictionary"). Given more arguments than the signature's one input, spark_udf builds that
+    column itself (each struct row as a dict, named as the signature names it) and drops the
+    extra ones: the literal below is never sent."""
+    features = F.struct(*FEATURES)
+    return [features] if env_manager == "local" else [features, F.lit(0)]
 
 
 def _read(spark: Any, source: ScoringInput, batch_rows: int, data_cfg: Any) -> Any:

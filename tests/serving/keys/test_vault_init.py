@@ -27,8 +27,9 @@ def approle_client(bao: BaoServer, role_id: str, secret_id: str) -> hvac.Client:
 
 def test_policy_names_only_the_key_table() -> None:
     policy = keys_policy("secret", "valuation/api-keys")
-    assert 'path "secret/data/valuation/api-keys"' in policy
+    assert 'path "secret/data/valuation/api-keys/+"' in policy  # one entry per key
     assert 'path "secret/metadata/valuation/api-keys"' in policy
+    assert 'path "secret/data/valuation/api-keys"' in policy  # the old document, migrated
     assert "*" not in policy and "sys/" not in policy
 
 
@@ -41,11 +42,13 @@ def test_bootstrap_is_idempotent_and_seeds_api_key_once(bao, settings) -> None:
     assert first.secret_id not in repr(first)
 
     root = hvac.Client(url=bao.addr, token=bao.root_token, timeout=2)
-    table = root.secrets.kv.v2.read_secret_version(
-        path=settings.vault.keys_path, mount_point="secret", raise_on_deleted_version=True
+    names = root.secrets.kv.v2.list_secrets(path=settings.vault.keys_path, mount_point="secret")
+    assert names["data"]["keys"] == [hash_key("seed-me")]
+    entry = root.secrets.kv.v2.read_secret_version(
+        path=f"{settings.vault.keys_path}/{hash_key('seed-me')}", mount_point="secret",
+        raise_on_deleted_version=True,
     )["data"]["data"]
-    assert list(table) == [hash_key("seed-me")]
-    assert table[hash_key("seed-me")]["role"] == "admin"
+    assert entry["role"] == "admin"
     # both secret_ids log in
     for result in (first, second):
         assert approle_client(bao, result.role_id, result.secret_id).is_authenticated()
@@ -137,10 +140,11 @@ def test_cli_reads_spec_env_and_prints_only_the_path(tmp_path, bao) -> None:
     assert bao.root_token not in done.stdout + done.stderr
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     client = approle_client(bao, document["role_id"], document["secret_id"])
-    table = client.secrets.kv.v2.read_secret_version(
-        path="valuation/api-keys", mount_point="secret", raise_on_deleted_version=True
+    entry = client.secrets.kv.v2.read_secret_version(
+        path=f"valuation/api-keys/{hash_key('cli-seeded-key')}", mount_point="secret",
+        raise_on_deleted_version=True,
     )["data"]["data"]
-    assert hash_key("cli-seeded-key") in table
+    assert entry["owner"] == "bootstrap"
 
 
 def test_cli_without_token_exits_with_usage_error(tmp_path, bao) -> None:

@@ -1,16 +1,20 @@
 """The Spark engine (one local Spark session for the whole test session) gives the local engine's
-output: the same prices, statuses and rejected rows. (A non-local `--env-manager` does not work
-yet: MLflow's spark_udf sends `dataframe_split`, which the model's scoring server refuses for a
-type-hint signature; see the README's "Batch scoring".)"""
+output: the same prices, statuses and rejected rows, also with `--env-manager uv`, where MLflow
+builds the model's environment from the model's own requirements and scores in it."""
 
 from __future__ import annotations
 
+import logging
+import os
+import re
+import shutil
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.valuation.scoring.conftest import CHAMPION
+from tests.valuation.scoring.conftest import BAD_ROWS, CHAMPION
 from valuation.scoring.job import ScoringJob, run
 
 pytestmark = pytest.mark.slow
@@ -40,3 +44,30 @@ def test_spark_gives_the_local_engines_output(trained_model, spark_session, port
     assert (spark.rows, spark.scored, spark.rejected) == (local.rows, local.scored, local.rejected)
     _same_output(tmp_path / "local.parquet", tmp_path / "spark.parquet")
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no parts left
+
+
+def test_spark_with_the_uv_env_manager_gives_the_local_engines_output(
+        trained_model, spark_session, portfolio, tmp_path, monkeypatch, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="mlflow.utils.virtualenv")
+    # MLflow finds uv on PATH and builds the model's environment from its requirements.txt, with
+    # this Python (the base interpreter, not this venv), never a download. It keeps the environment
+    # under its per-process temporary root: a second uv run in this session would reuse it.
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+    assert uv, "uv is a test dependency (pyproject.toml [test]); run make install"
+    monkeypatch.setenv("PATH", os.pathsep.join([str(Path(uv).parent), str(Path(sys.base_prefix) / "bin"),
+                                                os.environ["PATH"]]))
+    monkeypatch.setenv("UV_PYTHON_DOWNLOADS", "never")
+    # The model environment's scoring server starts within MLflow's wait for the first batch:
+    # 60 s by default, too short on a loaded CI machine.
+    monkeypatch.setenv("MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT", "900")
+    small = tmp_path / "small.csv"
+    portfolio.iloc[:200].to_csv(small, index=False)  # BAD_ROWS included
+    local = _score(trained_model, small, tmp_path / "local.parquet", "local")
+    spark = _score(trained_model, small, tmp_path / "uv.parquet", "spark", env_manager="uv")
+    assert (spark.rows, spark.scored, spark.rejected) == (local.rows, local.scored, local.rejected)
+    assert local.rejected == len(BAD_ROWS)
+    _same_output(tmp_path / "local.parquet", tmp_path / "uv.parquet")
+    # The prices came from an environment MLflow built (or reused) for the model, not this venv.
+    envs = re.findall(r"(?:Creating a new environment in|Environment) (\S+/mlflow-[0-9a-f]+)", caplog.text)
+    assert envs and all((Path(env) / "bin" / "python").exists() for env in envs), caplog.text[-2000:]
+    assert not any(Path(env).resolve().is_relative_to(Path(sys.prefix).resolve()) for env in envs)
