@@ -38,6 +38,7 @@ __all__ = [
     "Tables",
     "lineage_source",
     "open_database",
+    "load_feedback_rows",
     "load_tables",
     "read_artifact_frame",
     "split_frame",
@@ -151,6 +152,24 @@ def _read_csv(configured: str) -> tuple[pd.DataFrame, Path]:
             f"{configured}: cannot read file: {exc.strerror or exc}", configured
         ) from None
     return validate_raw(frame, configured), path
+
+
+def load_feedback_rows(cfg: DictConfig) -> pd.DataFrame | None:
+    """The extra labelled rows of ``feedback.train_path`` (CSV or parquet), schema-checked like a
+    training table; None when unset. Raises DataError naming the file."""
+    configured = (cfg.get("feedback") or {}).get("train_path")
+    if not configured:
+        return None
+    if str(configured).endswith(".parquet"):
+        path = resolve_path(str(configured))
+        try:
+            frame = pd.read_parquet(path)
+        except (OSError, ValueError) as exc:
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise DataError(f"{configured}: cannot read the feedback rows: {first_line}",
+                            str(configured)) from None
+        return validate_raw(frame, str(configured))
+    return _read_csv(str(configured))[0]
 
 
 # --- PostgreSQL (or any SQLAlchemy database) ---------------------------------------------------
