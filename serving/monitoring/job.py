@@ -34,12 +34,12 @@ from serving.monitoring.plots import drift_plot, live_error_plot
 from serving.monitoring.reference import ReferenceMissing, load_reference, served_version
 from serving.monitoring.retraining import RetrainingOutcome, act_on
 from serving.monitoring.store_reader import StoreTables, Window
-from serving.settings import get_settings, mlflow_tracking_uri, secret
-from valuation.config import ensure_experiment
+from serving.settings import get_settings, secret
+from valuation.config import ensure_experiment, tracking_uri
+from valuation.model_runtime.schema import FEATURES
 from valuation.monitoring.drift import DriftResult, DriftThresholds, compare
 from valuation.monitoring.live_error import LIVE_METRICS, LiveError, live_error
 from valuation.monitoring.policy import RetrainingPolicy, decide
-from valuation.model_runtime.schema import FEATURES
 from valuation.names import RETRAINING_REASON_TAG
 
 log = get_logger(__name__)
@@ -92,7 +92,7 @@ def monitor(settings: DictConfig, *, redis: Any, tables: StoreTables, trigger: s
     """One monitoring run (see the module doc); returns its report."""
     now = now or datetime.now(UTC)
     section = settings.monitoring_job
-    uri = mlflow_tracking_uri()
+    uri = tracking_uri(settings.mlflow.tracking_uri)
     client = MlflowClient(tracking_uri=uri)
     import mlflow
 
