@@ -16,8 +16,10 @@ monitor_app = typer.Typer(help="Drift and live-error monitoring of the served ve
 
 @monitor_app.command("run")
 def run() -> None:
-    """Compare the served version's recent traffic and live error with its reference now: logs
-    an MLflow run, updates the /metrics figures and applies the retraining policy."""
+    """Compare the served version's recent traffic and live error with its reference now."""
+    from mlflow.exceptions import MlflowException
+    from redis.exceptions import RedisError
+
     from serving.jobs.queue import redis_connection
     from serving.monitoring.job import MonitoringSkipped, monitor, open_store, summary
     from serving.monitoring.store_reader import StoreUnavailable
@@ -28,4 +30,9 @@ def run() -> None:
                          trigger="cli")
     except (MonitoringSkipped, StoreUnavailable) as problem:
         fail(str(problem))
+    except RedisError as error:
+        fail(f"Redis at {settings.redis.host}:{settings.redis.port} is unavailable (the figures "
+             f"for /metrics and the retraining cool-down live there): {error}")
+    except MlflowException as error:
+        fail(f"the MLflow tracking store failed: {error.message}")
     typer.echo(json.dumps(summary(report), indent=2, default=str))

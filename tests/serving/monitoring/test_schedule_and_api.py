@@ -22,6 +22,7 @@ from serving.cli.main import app as cli_app
 from serving.jobs.queue import SERIALIZER, fetch_job
 from serving.monitoring.metrics import publish_figures
 from serving.monitoring.schedule import MONITORING_JOB, ensure_schedule, schedule_key
+from serving.ports import free_port
 from serving.roles import Capability, role_allows
 from tests.support.serving import purge_queue
 from valuation.config import PROJECT_ROOT
@@ -132,6 +133,12 @@ def test_valuation_monitor_run_prints_the_summary(
         summary = json.loads(result.stdout)
         assert summary["status"] == "ok" and summary["window_rows"] == 550
         assert summary["drifted_features"] == [] and not summary["retraining_triggered"]
+
+        monkeypatch.setenv("REDIS_PORT", str(free_port()))  # nothing listens there
+        get_settings.cache_clear()
+        no_redis = CliRunner().invoke(cli_app, ["monitor", "run"])
+        assert no_redis.exit_code == 1 and "Traceback" not in no_redis.output
+        assert "Redis at 127.0.0.1:" in no_redis.stderr and "is unavailable" in no_redis.stderr
 
         monkeypatch.setenv("PREDICTION_STORE_URL", "")
         get_settings.cache_clear()
