@@ -158,15 +158,8 @@ def champion_predict(monitored_model: MonitoredModel):
 
 
 @pytest.fixture
-def redis_client() -> Iterator[Redis]:
-    connection = Redis(host="127.0.0.1", port=6379, db=0, socket_timeout=5)
-    yield connection
-    connection.close()
-
-
-@pytest.fixture
 def monitoring_settings(tmp_path: Path, monitored_model: MonitoredModel,
-                        prediction_store: PredictionStore, redis_client: Redis,
+                        prediction_store: PredictionStore, redis_conn: Redis,
                         monkeypatch: pytest.MonkeyPatch) -> Iterator[DictConfig]:
     """Serving settings with unique queues and Redis prefix, the store, a tmp audit file."""
     unique = uuid.uuid4().hex[:10]
@@ -181,6 +174,6 @@ def monitoring_settings(tmp_path: Path, monitored_model: MonitoredModel,
     })
     yield settings
     for queue in (settings.jobs.queue, settings.monitoring_job.queue):
-        purge_queue(redis_client, queue)
-    for key in redis_client.scan_iter(f"{settings.monitoring_job.redis_prefix}*"):
-        redis_client.delete(key)
+        purge_queue(redis_conn, queue)
+    for key in redis_conn.scan_iter(f"{settings.monitoring_job.redis_prefix}*"):
+        redis_conn.delete(key)

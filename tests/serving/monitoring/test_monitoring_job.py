@@ -42,21 +42,21 @@ def _traffic(store, predict, version: str, *, shift: bool, seed: int, labelled: 
     return frame
 
 
-def _run(settings, redis_client):
-    return monitor(settings, redis=redis_client, tables=open_store(settings), trigger="test",
+def _run(settings, redis_conn):
+    return monitor(settings, redis=redis_conn, tables=open_store(settings), trigger="test",
                    now=NOW + timedelta(minutes=1))
 
 
-def _training_jobs(redis_client, settings):
-    queue = Queue(settings.jobs.queue, connection=redis_client, serializer=SERIALIZER)
+def _training_jobs(redis_conn, settings):
+    queue = Queue(settings.jobs.queue, connection=redis_conn, serializer=SERIALIZER)
     return [job for job in queue.jobs if job.func_name == TRAINING_JOB]
 
 
 def test_no_shift_flags_no_drift_and_triggers_nothing(
-        monitoring_settings, prediction_store, monitored_model, champion_predict, redis_client):
+        monitoring_settings, prediction_store, monitored_model, champion_predict, redis_conn):
     _traffic(prediction_store, champion_predict, monitored_model.version, shift=False, seed=21,
              labelled=400)
-    report = _run(monitoring_settings, redis_client)
+    report = _run(monitoring_settings, redis_conn)
 
     assert report["window_rows"] == 1200 and report["drift_note"] is None
     assert report["drift"]["drifted_features"] == []
@@ -66,15 +66,15 @@ def test_no_shift_flags_no_drift_and_triggers_nothing(
     # Same distribution as the test set: the live MdAPE is close to the test figure.
     assert live["ratio_to_test"]["medape"] < 1.1
     assert not report["retraining"]["triggered"]
-    assert _training_jobs(redis_client, monitoring_settings) == []
+    assert _training_jobs(redis_conn, monitoring_settings) == []
 
 
 def test_a_known_shift_flags_drift_and_live_error_and_enqueues_a_retraining_once(
-        monitoring_settings, prediction_store, monitored_model, champion_predict, redis_client,
+        monitoring_settings, prediction_store, monitored_model, champion_predict, redis_conn,
         tmp_path):
     _traffic(prediction_store, champion_predict, monitored_model.version, shift=True, seed=22,
              labelled=400)
-    report = _run(monitoring_settings, redis_client)
+    report = _run(monitoring_settings, redis_conn)
 
     drift = report["drift"]
     assert {"net_usable_area", "net_area"} <= set(drift["drifted_features"])
@@ -90,7 +90,7 @@ def test_a_known_shift_flags_drift_and_live_error_and_enqueues_a_retraining_once
     retraining = report["retraining"]
     assert retraining["triggered"] and retraining["reason"] in ("live_error",
                                                                 "drift_and_live_error")
-    [job] = _training_jobs(redis_client, monitoring_settings)
+    [job] = _training_jobs(redis_conn, monitoring_settings)
     assert job.id == retraining["job_id"]
     overrides = job.kwargs["overrides"]
     assert "registry.move_champion=false" in overrides
@@ -119,7 +119,7 @@ def test_a_known_shift_flags_drift_and_live_error_and_enqueues_a_retraining_once
     [line] = [entry for entry in audit_lines if entry["action"] == "retraining:monitoring"]
     assert line["outputs"]["job_id"] == job.id and line["model_version"] == monitored_model.version
 
-    scraped = _scrape(redis_client, monitoring_settings)
+    scraped = _scrape(redis_conn, monitoring_settings)
     version = monitored_model.version
     assert (f'valuation_retraining_triggered_total{{reason="{retraining["reason"]}"}} 1.0'
             in scraped)
@@ -129,12 +129,12 @@ def test_a_known_shift_flags_drift_and_live_error_and_enqueues_a_retraining_once
     assert f'valuation_live_error{{metric="medape",model_version="{version}"}}' in scraped
 
     # A second run inside the cool-down: the same findings, no second job.
-    again = _run(monitoring_settings, redis_client)
+    again = _run(monitoring_settings, redis_conn)
     assert not again["retraining"]["triggered"]
     assert "cool-down" in again["retraining"]["explanation"]
-    assert len(_training_jobs(redis_client, monitoring_settings)) == 1
+    assert len(_training_jobs(redis_conn, monitoring_settings)) == 1
     assert (f'valuation_retraining_triggered_total{{reason="{retraining["reason"]}"}} 1.0'
-            in _scrape(redis_client, monitoring_settings))
+            in _scrape(redis_conn, monitoring_settings))
 
 
 def job_columns():
@@ -143,26 +143,26 @@ def job_columns():
     return [*FEATURES, TARGET]
 
 
-def _scrape(redis_client, settings) -> str:
+def _scrape(redis_conn, settings) -> str:
     registry = CollectorRegistry()
-    registry.register(MonitoringCollector(lambda: redis_client,
+    registry.register(MonitoringCollector(lambda: redis_conn,
                                           settings.monitoring_job.redis_prefix))
     return generate_latest(registry).decode()
 
 
 def test_a_short_window_is_not_judged(monitoring_settings, prediction_store, monitored_model,
-                                      champion_predict, redis_client):
+                                      champion_predict, redis_conn):
     frame = generate_frame(100, seed=23)
     prediction_store.add_predictions(frame, champion_predict(frame), monitored_model.version,
                                      NOW - timedelta(minutes=5), "short")
-    report = _run(monitoring_settings, redis_client)
+    report = _run(monitoring_settings, redis_conn)
     assert report["drift"] is None and "100 predictions in the window" in report["drift_note"]
     assert report["live_error"] is None and not report["retraining"]["triggered"]
 
 
 @pytest.mark.parametrize("prediction_store", ["sqlite"], indirect=True)
 def test_a_version_without_a_profile_is_skipped_with_the_reason(
-        monitoring_settings, monitored_model, redis_client):
+        monitoring_settings, monitored_model, redis_conn):
     client = MlflowClient(tracking_uri=monitored_model.tracking_uri)
     source = client.get_model_version("property_friends_best_model", monitored_model.version)
     experiment = client.get_experiment_by_name("monitoring-tests")
@@ -175,7 +175,7 @@ def test_a_version_without_a_profile_is_skipped_with_the_reason(
     try:
         with pytest.raises(MonitoringSkipped, match=rf"version {old.version} has no reference "
                                                     r"profile .*retrain it"):
-            _run(monitoring_settings, redis_client)
+            _run(monitoring_settings, redis_conn)
     finally:
         client.set_registered_model_alias("property_friends_best_model", "champion",
                                           previous.version)
@@ -184,7 +184,7 @@ def test_a_version_without_a_profile_is_skipped_with_the_reason(
 
 def test_the_live_error_follows_the_feedback_only(monitoring_settings, prediction_store,
                                                   monitored_model, champion_predict,
-                                                  redis_client):
+                                                  redis_conn):
     frame = generate_frame(600, seed=24)
     prices = champion_predict(frame)
     ids = prediction_store.add_predictions(frame, prices, monitored_model.version,
@@ -193,7 +193,7 @@ def test_the_live_error_follows_the_feedback_only(monitoring_settings, predictio
     # fifty 0s and fifty 0.5s = 0.25; PPE10 = 0.5.
     observed = np.concatenate([prices[:50], prices[50:100] * 2])
     prediction_store.add_observations(frame, observed, ids[:100], "exact", NOW - timedelta(days=1))
-    report = _run(monitoring_settings, redis_client)
+    report = _run(monitoring_settings, redis_conn)
     overall = report["live_error"]["overall"]
     assert overall["rows"] == 100
     assert overall["medape"] == pytest.approx(0.25) and overall["ppe10"] == pytest.approx(0.5)

@@ -74,16 +74,16 @@ def test_post_monitoring_run_queues_a_run_and_metrics_show_the_latest_figures(
 @pytest.mark.slow
 @pytest.mark.parametrize("prediction_store", ["sqlite"], indirect=True)
 def test_rq_scheduling_runs_the_job_and_chains_the_next_run(
-        monitoring_settings, prediction_store, monitored_model, champion_predict, redis_client,
+        monitoring_settings, prediction_store, monitored_model, champion_predict, redis_conn,
         tmp_path) -> None:
     frame = generate_frame(600, seed=31)
     prediction_store.add_predictions(frame, champion_predict(frame), monitored_model.version,
                                      datetime.now(UTC) - timedelta(minutes=10), "scheduled")
     settings = OmegaConf.merge(monitoring_settings, {"monitoring_job": {"every_s": 2}})
-    first = ensure_schedule(redis_client, settings)
+    first = ensure_schedule(redis_conn, settings)
     assert first.get_status() == JobStatus.SCHEDULED
-    assert ensure_schedule(redis_client, settings).id == first.id  # no second chain
-    queue = Queue(settings.monitoring_job.queue, connection=redis_client, serializer=SERIALIZER)
+    assert ensure_schedule(redis_conn, settings).id == first.id  # no second chain
+    queue = Queue(settings.monitoring_job.queue, connection=redis_conn, serializer=SERIALIZER)
     assert queue.scheduled_job_registry.get_job_ids() == [first.id]
     time.sleep(3)  # the run is due
 
@@ -107,7 +107,7 @@ def test_rq_scheduling_runs_the_job_and_chains_the_next_run(
     # The run scheduled its successor, and it is the one pending run.
     following = queue.scheduled_job_registry.get_job_ids()
     assert len(following) == 1 and following[0] != first.id
-    stored = redis_client.get(schedule_key(settings))
+    stored = redis_conn.get(schedule_key(settings))
     assert stored.decode() == following[0]
 
 
