@@ -54,6 +54,8 @@ def start_stack(group: ProcessGroup, workdir: Path, tracking_uri: str,
         "MLFLOW_TRACKING_URI": tracking_uri,
         # A queue of its own: the shared Redis may carry other people's training queue.
         "TRAINING_QUEUE": f"bench-{uuid.uuid4().hex[:8]}",
+        "MONITORING_QUEUE": f"bench-monitoring-{uuid.uuid4().hex[:8]}",
+        "MONITORING_REDIS_PREFIX": f"bench-monitoring:{uuid.uuid4().hex[:8]}",
     })
     command = [
         sys.executable, "-m", "serving.devstack",

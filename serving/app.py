@@ -21,10 +21,11 @@ from fastapi.concurrency import run_in_threadpool
 from omegaconf import DictConfig
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
-from serving.api import health, inference_v2, models, predict, training
+from serving.api import health, inference_v2, models, monitoring, predict, training
 from serving.api.errors import install_exception_handlers
 from serving.api.observability import ProxyMetrics, RequestContextMiddleware
 from serving.logging import configure_logging, get_logger
+from serving.monitoring.metrics import MonitoringCollector
 from serving.prediction.service import PricingMetrics, PricingService
 from serving.ratelimit import RateLimiter
 from serving.settings import ServingSettings, get_settings
@@ -96,8 +97,12 @@ def create_app(
     app.state.serving_config = config
     app.state.metrics = ProxyMetrics()
     app.state.pricing_metrics = PricingMetrics(app.state.metrics.registry)
+    # The monitoring job's latest figures, read from Redis at each scrape (serving/monitoring/).
+    app.state.metrics.registry.register(MonitoringCollector(
+        lambda: getattr(app.state, "redis", None), str(config.monitoring_job.redis_prefix)))
     install_exception_handlers(app)
     for router in (predict.router, inference_v2.router, training.router, models.router,
+                   monitoring.router,
                    health.router):
         app.include_router(router)
     max_body = typed.proxy.max_body_bytes

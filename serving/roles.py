@@ -23,6 +23,7 @@ class Capability(StrEnum):
     MODEL_STATUS = "model_status"  # served versions, aliases and their history
     PROMOTE = "promote"  # move the champion/challenger alias
     KEYS = "keys"  # create, list and revoke API keys
+    MONITORING = "monitoring"  # POST /monitoring/run: a drift and live-error run now
 
 
 ROLES: tuple[str, ...] = tuple(role.value for role in Role)

@@ -1,4 +1,6 @@
-"""`python -m serving.worker`: the RQ worker that runs training jobs from the training queue.
+"""`python -m serving.worker`: the RQ worker that runs training jobs from the training queue,
+and monitoring runs from the monitoring queue (serving/monitoring/; it also runs RQ's scheduler,
+which enqueues the periodic monitoring runs when they are due).
 
 Same Redis settings as the proxy (conf/serving.yaml, env REDIS_HOST/REDIS_PORT/REDIS_PASSWORD,
 TRAINING_QUEUE). Each job runs in a forked work horse. On SIGTERM (or Ctrl-C) the worker takes no
@@ -28,6 +30,7 @@ from rq import Worker
 from serving.jobs.abandoned import fail_abandoned_jobs, record_error
 from serving.jobs.queue import SERIALIZER, redis_connection, training_queue
 from serving.logging import configure_logging, get_logger
+from serving.monitoring.schedule import ensure_schedule, monitoring_queue
 from serving.settings import get_settings
 
 log = get_logger("serving.worker")
@@ -80,10 +83,11 @@ class TrainingWorker(Worker):
 def build_worker(settings=None, name: str | None = None) -> TrainingWorker:
     settings = settings if settings is not None else get_settings()
     connection = redis_connection(settings, blocking=True)
-    queue = training_queue(connection, settings)
+    # Monitoring runs first: they take seconds, and a queued training can wait that long.
+    queues = [monitoring_queue(connection, settings), training_queue(connection, settings)]
     jobs = settings.jobs
     return TrainingWorker(
-        [queue], connection=connection, serializer=SERIALIZER, name=name,
+        queues, connection=connection, serializer=SERIALIZER, name=name,
         job_monitoring_interval=int(jobs.heartbeat_interval_s),
         heartbeat_grace_s=int(jobs.heartbeat_grace_s),
         maintenance_interval=int(jobs.maintenance_interval_s),
@@ -101,13 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     import mlflow.projects  # noqa: F401  - loaded once here, inherited by every forked job
 
     worker = build_worker(settings, name=args.name)
+    # The periodic monitoring runs: RQ's scheduler (with_scheduler below) enqueues them when due.
+    ensure_schedule(worker.connection, settings)
     log.info(
         "worker_starting",
         queue=settings.jobs.queue,
+        monitoring_queue=settings.monitoring_job.queue,
         redis=f"{settings.redis.host}:{settings.redis.port}/{settings.redis.db}",
         burst=args.burst,
     )
-    worker.work(burst=args.burst, logging_level=str(settings.jobs.log_level).upper())
+    worker.work(burst=args.burst, logging_level=str(settings.jobs.log_level).upper(),
+                with_scheduler=True)
     log.info("worker_stopped")
     return 0
 

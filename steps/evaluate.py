@@ -23,6 +23,7 @@ from valuation.names import (  # noqa: E402
     EVALUATE_STEP,
     FAILED_THRESHOLDS_TAG,
     MODEL_URI_TAG,
+    PROFILE_ARTIFACT,
     STEP_TAG,
     TEST_URI_TAG,
     VALIDATED_TAG,
@@ -60,6 +61,7 @@ def run(cfg: DictConfig, model_uri: str, test_uri: str) -> EvaluationResult:
     mlflow.log_table(breakdown, artifact_file="evaluation/breakdown.json")
     with tempfile.TemporaryDirectory() as tmp:
         _log_plots(Path(tmp), frame, truth, predicted, breakdown, model)
+    _log_reference_profile(cfg, model, frame, truth, predicted)
 
     failed = _failed_thresholds(metrics, cfg.evaluate.thresholds)
     validated = not failed
@@ -70,6 +72,25 @@ def run(cfg: DictConfig, model_uri: str, test_uri: str) -> EvaluationResult:
     report("evaluate", PROGRESS_END,
            f"rmse {metrics['rmse']:.0f}, mae {metrics['mae']:.0f}, r2 {metrics['r2']:.3f}: {verdict}")
     return EvaluationResult(run_id=run_id, metrics=metrics, validated=validated, failed_thresholds=failed)
+
+
+def _log_reference_profile(cfg: DictConfig, model, frame: pd.DataFrame, truth: np.ndarray,
+                           predicted: np.ndarray) -> None:
+    """The version's reference for drift monitoring: aggregates of the test rows (uncleaned, like
+    the traffic a client sends), of the predictions on them, and the test figures."""
+    from valuation.monitoring.profile import build_profile, permutation_importance
+
+    settings = cfg.drift.profile
+    features = frame[list(FEATURES)].reset_index(drop=True)
+    importance = permutation_importance(model.predict, features, truth, FEATURES,
+                                        seed=int(settings.importance_seed))
+    profile = build_profile(
+        features, predicted, truth,
+        categorical=list(cfg.columns.categorical), numeric=list(cfg.columns.numeric),
+        bins=int(settings.bins), sketch_points=int(settings.sketch_points),
+        feature_importance=importance,
+    )
+    mlflow.log_dict(profile.to_dict(), PROFILE_ARTIFACT)
 
 
 def _failed_thresholds(metrics: dict[str, float], thresholds) -> list[str]:

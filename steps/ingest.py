@@ -4,7 +4,8 @@ of the active run. The test table is never cleaned: metrics cover every row a cl
 
 Logged on the run: tag ``valuation.step=ingest``; tags ``data.train_digest``/``data.test_digest``;
 params ``data.source``, ``data.train_name``, ``data.test_name``, ``data.split``, ``cleaning.<option>``;
-metrics ``rows_read_train``, ``rows_read_test``, ``rows_removed_<rule>`` (every rule),
+metrics ``rows_read_train``, ``rows_read_test``, ``rows_read_feedback`` (``feedback.train_path``:
+extra labelled rows appended before cleaning), ``rows_removed_<rule>`` (every rule),
 ``rows_removed_total``, ``rows_flagged_<finding>``, ``rows_train``, ``rows_test``.
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from steps.common import load_step_config, run_cli, split_overrides, step_parser
@@ -23,7 +25,7 @@ from valuation.data_checks import DataError
 from valuation.model_runtime.schema import TARGET
 from valuation.names import INGEST_STEP, STEP_TAG
 from valuation.progress import report
-from valuation.sources import Tables, lineage_source, load_tables
+from valuation.sources import Tables, lineage_source, load_feedback_rows, load_tables
 
 # This step's share of the pipeline's overall progress.
 PROGRESS_START, PROGRESS_END = 0.0, 0.15
@@ -58,7 +60,15 @@ def run(cfg: DictConfig) -> IngestResult:
         f"{len(tables.test)} test rows from {tables.test_name}",
     )
 
-    cleaning = clean(tables.train, cfg.cleaning)
+    feedback = load_feedback_rows(cfg)
+    training_rows = tables.train
+    if feedback is not None:
+        # Appended before cleaning: the rules (and the duplicate check) treat them alike.
+        training_rows = pd.concat([tables.train, feedback], ignore_index=True)
+        mlflow.log_param("feedback.train_path", str(cfg.feedback.train_path)[:500])
+        report("ingest", _progress(0.5), f"{len(feedback)} feedback rows appended to the training "
+                                         f"rows from {cfg.feedback.train_path}")
+    cleaning = clean(training_rows, cfg.cleaning)
     dropped = ", ".join(f"{rule} {n}" for rule, n in cleaning.removed.items() if n) or "nothing"
     flagged = ", ".join(f"{name} {n}" for name, n in cleaning.findings.items() if n)
     report(
@@ -75,6 +85,7 @@ def run(cfg: DictConfig) -> IngestResult:
         {
             "rows_read_train": len(tables.train),
             "rows_read_test": len(tables.test),
+            "rows_read_feedback": 0 if feedback is None else len(feedback),
             **{f"rows_removed_{rule}": n for rule, n in cleaning.removed.items()},
             "rows_removed_total": cleaning.rows_removed,
             **{f"rows_flagged_{name}": n for name, n in cleaning.findings.items()},

@@ -88,7 +88,10 @@ def run(cfg: DictConfig, model_uri: str, evaluation_run_id: str, force: bool = F
 
     champion = alias_version(client, registry.model_name, registry.champion_alias)
     moved, reason = False, ""
-    if champion is None:
+    if not registry.move_champion:
+        reason = (f"registered as {registry.challenger_alias} only (registry.move_champion=false): "
+                  f"champion v{champion or '(none)'} stays until the gate on live data promotes")
+    elif champion is None:
         moved, reason = True, f"first champion (test_{primary} {new_score:.6g})"
     else:
         champion_score, problem = _score_champion(registry, champion, test_uri, primary)

@@ -24,6 +24,13 @@ TRAIN_STEP = "train"
 EVALUATE_STEP = "evaluate"
 REGISTER_STEP = "register"
 
+# --- run artifacts ------------------------------------------------------------------------------
+# The reference profile evaluate logs (valuation/monitoring/profile.py): aggregates of the test
+# table, its predictions and the version's test figures, read by the monitoring job through the
+# version's EVALUATION_RUN_ID_TAG.
+PROFILE_ARTIFACT = "monitoring/reference_profile.json"
+RETRAINING_REASON_TAG = "valuation.retraining_reason"  # on a run the retraining policy started
+
 # --- model version tags (also MODEL_URI_TAG and VALIDATED_TAG) ---------------------------------
 EVALUATION_RUN_ID_TAG = "valuation.evaluation_run_id"
 REGISTERED_BY_TAG = "valuation.registered_by"

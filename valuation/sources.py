@@ -38,6 +38,7 @@ __all__ = [
     "Tables",
     "lineage_source",
     "open_database",
+    "load_feedback_rows",
     "load_tables",
     "read_artifact_frame",
     "split_frame",
@@ -151,6 +152,27 @@ def _read_csv(configured: str) -> tuple[pd.DataFrame, Path]:
             f"{configured}: cannot read file: {exc.strerror or exc}", configured
         ) from None
     return validate_raw(frame, configured), path
+
+
+def load_feedback_rows(cfg: DictConfig) -> pd.DataFrame | None:
+    """The extra labelled rows of ``feedback.train_path``, schema-checked like a training table;
+    None when unset. A CSV file, or a parquet file or artifact (``runs:/<id>/....parquet``, what
+    the retraining policy logs). Raises DataError naming the file."""
+    configured = (cfg.get("feedback") or {}).get("train_path")
+    if not configured:
+        return None
+    configured = str(configured)
+    if not configured.endswith(".parquet"):
+        return _read_csv(configured)[0]
+    if "://" in configured or configured.startswith("runs:/"):
+        return validate_raw(read_artifact_frame(configured), configured)
+    try:
+        frame = pd.read_parquet(resolve_path(configured))
+    except (OSError, ValueError) as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DataError(f"{configured}: cannot read the feedback rows: {first_line}",
+                        configured) from None
+    return validate_raw(frame, configured)
 
 
 # --- PostgreSQL (or any SQLAlchemy database) ---------------------------------------------------

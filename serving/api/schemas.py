@@ -396,3 +396,20 @@ class ModelsResponse(BaseModel):
             ]
         }
     )
+
+
+class MonitoringAccepted(BaseModel):
+    """A monitoring run queued by POST /monitoring/run."""
+
+    job_id: str
+    status: str = "queued"
+    status_url: str
+    queue: str
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"job_id": "0c7d2f7e-55b1-4f55-9a43-6d2b1c9e8f10", "status": "queued",
+                          "status_url": "/job_status/0c7d2f7e-55b1-4f55-9a43-6d2b1c9e8f10",
+                          "queue": "monitoring"}]
+        }
+    )

@@ -8,6 +8,7 @@ import structlog
 import typer
 
 from serving.cli.keys import keys_app
+from serving.cli.monitor import monitor_app
 from serving.cli.registry import promote, status
 from serving.cli.score import score
 from serving.logging import configure_logging
@@ -19,6 +20,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(keys_app, name="keys")
+app.add_typer(monitor_app, name="monitor")
 app.command()(promote)
 app.command()(status)
 app.command()(score)

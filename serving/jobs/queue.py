@@ -49,12 +49,18 @@ def enqueue_training(
     experiment_name: str,
     submitted_by: str,
     settings: DictConfig | None = None,
+    run_tags: dict[str, str] | None = None,
 ) -> Job:
-    """Put one training on the queue; its timeout and result TTL come from settings."""
+    """Put one training on the queue; its timeout and result TTL come from settings. `run_tags`
+    are set on the pipeline's parent run (e.g. why the retraining policy started it)."""
     settings = settings if settings is not None else get_settings()
+    kwargs: dict[str, Any] = {"model": model, "overrides": overrides,
+                              "experiment_name": experiment_name}
+    if run_tags:
+        kwargs["run_tags"] = dict(run_tags)
     return queue.enqueue_call(
         TRAINING_JOB,
-        kwargs={"model": model, "overrides": overrides, "experiment_name": experiment_name},
+        kwargs=kwargs,
         timeout=int(settings.jobs.job_timeout_s),
         result_ttl=int(settings.jobs.result_ttl_s),
         failure_ttl=int(settings.jobs.result_ttl_s),

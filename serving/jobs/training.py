@@ -50,8 +50,10 @@ class WorkerLost(RuntimeError):
     """The worker process that forked this work horse died while the training ran."""
 
 
-def run_training(model: str, overrides: str, experiment_name: str) -> dict[str, Any]:
+def run_training(model: str, overrides: str, experiment_name: str,
+                 run_tags: dict[str, str] | None = None) -> dict[str, Any]:
     """Run the Project's `main` entry point and return {run_id, metrics, version, ...}.
+    `run_tags` are set on the run as soon as it exists.
 
     Executed by the worker. Raises TrainingFailed (with the run's last output lines) when the
     run fails, and cancels the run if the job times out or the worker is stopped.
@@ -88,6 +90,7 @@ def run_training(model: str, overrides: str, experiment_name: str) -> dict[str, 
                 log.info("training_started", run_id=run_id, model=model, overrides=overrides)
                 _save_meta(job, run_id=run_id)
                 try:
+                    _tag_run(run_id, run_tags or {})
                     _follow(submitted, job, progress_file, output, poll_s, worker_pid)
                 except BaseException as stop:  # timeout (JobTimeoutException), SIGTERM, Ctrl-C,
                     # the worker's death (WorkerLost)
@@ -125,6 +128,13 @@ def _follow(submitted: Any, job: Job | None, progress_file: Path, output: Captur
         if not running:
             return
         time.sleep(poll_s)
+
+
+def _tag_run(run_id: str, tags: dict[str, str]) -> None:
+    from mlflow import MlflowClient
+
+    for name, value in tags.items():
+        MlflowClient().set_tag(run_id, name, value)
 
 
 def read_progress(path: Path) -> dict[str, Any] | None:

@@ -106,6 +106,7 @@ def api_settings(tmp_path: Path, empty_registry: str, redis_conn: Redis) -> Iter
     settings = serving_settings(tmp_path, empty_registry)
     yield settings
     purge_queue(redis_conn, settings.jobs.queue)
+    purge_queue(redis_conn, settings.monitoring_job.queue)
 
 
 @pytest.fixture

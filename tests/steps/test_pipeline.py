@@ -12,7 +12,10 @@ from steps.main import run_pipeline
 from valuation.config import PROJECT_ROOT
 from valuation.data_checks import DataError
 from valuation.model_runtime.schema import EXAMPLE_ROW
+from valuation.monitoring.profile import ReferenceProfile
+from valuation.names import PROFILE_ARTIFACT
 from valuation.registry import alias_history, alias_version
+from valuation.synthetic import generate_frame
 
 MODEL = "property_friends_best_model"
 
@@ -39,6 +42,20 @@ def test_pipeline_registers_a_champion_with_lineage(tracking_uri: str, fast_over
     evaluation_files = {a.path for a in client.list_artifacts(steps["evaluate"].info.run_id, "evaluation")}
     for plot in ("predicted_vs_actual.png", "residuals.png", "error_by_sector.png", "feature_importance.png"):
         assert f"evaluation/{plot}" in evaluation_files
+
+    # The reference profile for drift monitoring: aggregates of the test rows, and the test
+    # figures the live error is compared with (the same numbers evaluate logged).
+    profile = ReferenceProfile.from_dict(mlflow.artifacts.load_dict(
+        f"runs:/{steps['evaluate'].info.run_id}/{PROFILE_ARTIFACT}"))
+    evaluated = steps["evaluate"].data.metrics
+    assert profile.rows == evaluated["test_rows"] == 300
+    assert profile.test_figures.medape == pytest.approx(evaluated["test_medape"])
+    assert profile.test_figures.ppe10 == pytest.approx(evaluated["test_within_10pct"])
+    assert profile.test_figures.rmse == pytest.approx(evaluated["test_rmse"])
+    assert set(profile.numeric) | set(profile.categorical) == set(EXAMPLE_ROW)
+    assert set(profile.feature_importance) == set(EXAMPLE_ROW)
+    assert profile.most_important(1) == [max(profile.feature_importance,
+                                             key=profile.feature_importance.get)]
 
     version = client.get_model_version(MODEL, "1")
     assert version.tags["valuation.model_uri"] == result.model_uri
@@ -87,6 +104,30 @@ def test_a_worse_model_is_registered_as_challenger_but_the_champion_stays(
     assert alias_version(client, MODEL, "challenger") == "2"
     outcome = client.get_run(weak.parent_run_id).data.tags["valuation.register_outcome"]
     assert "champion v1 kept" in outcome
+
+
+@pytest.mark.slow
+def test_a_retraining_with_feedback_rows_registers_a_challenger_and_never_moves_the_champion(
+    tracking_uri: str, fast_overrides, tmp_path
+) -> None:
+    first = run_pipeline([*fast_overrides, "cv.folds=0", "model.params.n_estimators=5",
+                          "registry.register_unvalidated=true"])
+    feedback = generate_frame(150, seed=99)
+    feedback = pd.concat([feedback, feedback.iloc[:10]])  # duplicates are cleaned like any row
+    feedback.to_parquet(tmp_path / "feedback.parquet", index=False)
+    better = run_pipeline([*fast_overrides, "cv.folds=0", "registry.move_champion=false",
+                           f"feedback.train_path={tmp_path / 'feedback.parquet'}"])
+    client = MlflowClient(tracking_uri=tracking_uri)
+    assert better.metrics["rmse"] < first.metrics["rmse"]  # better, and still not promoted
+    assert better.version == "2" and not better.champion_moved
+    assert alias_version(client, MODEL, "champion") == "1"
+    assert alias_version(client, MODEL, "challenger") == "2"
+    ingested = _children(client, better.parent_run_id)["ingest"].data.metrics
+    assert ingested["rows_read_feedback"] == 160
+    assert ingested["rows_train"] == 900 + 160 - ingested["rows_removed_total"]
+    assert ingested["rows_removed_total"] >= 10  # the ten repeated feedback rows at least
+    outcome = client.get_run(better.parent_run_id).data.tags["valuation.register_outcome"]
+    assert "registry.move_champion=false" in outcome
 
 
 @pytest.mark.slow

@@ -44,6 +44,9 @@ def serving_settings(tmp_path: Path, tracking_uri: str, **overrides: Any) -> Dic
     base = load_config(config_name="serving")
     patch: dict[str, Any] = {
         "jobs": {"queue": f"test-api-{uuid.uuid4().hex[:12]}"},
+        # Monitoring runs (POST /monitoring/run) and their figures: a queue and keys of its own.
+        "monitoring_job": {"queue": f"test-monitoring-{uuid.uuid4().hex[:12]}",
+                           "redis_prefix": f"test-monitoring:{uuid.uuid4().hex[:12]}"},
         "vault": {"addr": None, "port": None},
         "mlflow": {"tracking_uri": tracking_uri},
         "model_server": {"run_dir": str(tmp_path / "model-servers"), "base_port": free_port()},

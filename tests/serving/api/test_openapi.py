@@ -15,7 +15,7 @@ from serving.api.schemas import (
 )
 
 PROTECTED = {("/predict", "post"), ("/train", "post"), ("/job_status/{job_id}", "get"),
-             ("/best_model", "post"), ("/models", "get")}
+             ("/best_model", "post"), ("/models", "get"), ("/monitoring/run", "post")}
 OPEN = {("/health", "get"), ("/ready", "get"), ("/metrics", "get")}
 # The Open Inference Protocol (serving/api/inference_v2.py): its errors are `{"error": "..."}`.
 V2_PROTECTED = {(f"/v2/models/{{model_name}}{version}{leaf}", method)

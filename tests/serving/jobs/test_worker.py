@@ -15,9 +15,10 @@ import pytest
 from mlflow import MlflowClient
 from rq.utils import import_attribute
 
-from serving.jobs.queue import TRAINING_JOB, fetch_job
+from serving.jobs.queue import TRAINING_JOB, enqueue_training, fetch_job, training_queue
 from serving.jobs.training import run_training
 from tests.support.serving import child_env, wait_for
+from valuation.names import RETRAINING_REASON_TAG
 
 
 class WorkerProcess:
@@ -48,7 +49,10 @@ def start_worker(api_settings, tracking_store, tmp_path) -> Iterator:
 
     def start(*args: str, **extra_env: str) -> WorkerProcess:
         log_path = tmp_path / f"worker-{len(started)}.log"
+        # The worker also takes monitoring runs: a queue of the test's own, no periodic runs.
         env = child_env(TRAINING_QUEUE=api_settings.jobs.queue,
+                        MONITORING_QUEUE=f"{api_settings.jobs.queue}-monitoring",
+                        MONITORING_EVERY_S="0",
                         MLFLOW_TRACKING_URI=api_settings.mlflow.tracking_uri, **extra_env)
         with log_path.open("wb") as log:
             process = subprocess.Popen([sys.executable, "-m", "serving.worker", *args],
@@ -176,6 +180,31 @@ def test_a_training_job_runs_to_a_registered_version(
     run = MlflowClient(tracking_uri=tracking_store).get_run(status["run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.tags["valuation.registered_version"] == "1"
+
+
+@pytest.mark.slow
+def test_a_retraining_job_records_its_reason_on_the_run_and_keeps_the_champion(
+    start_worker, api_settings, redis_conn, tracking_store
+) -> None:
+    # What the monitoring policy enqueues (serving/monitoring/retraining.py): the /train job
+    # with the reason as a run tag and registry.move_champion=false.
+    reason = "live_error: live medape 0.3 vs test 0.1 (margin 10%) on 400 rows with feedback"
+    job = enqueue_training(
+        training_queue(redis_conn, api_settings), model="gbr",
+        overrides="data=sample data.n_train=400 data.n_test=150 cv.folds=0 "
+                  "model.params.n_estimators=20 evaluate.thresholds.rmse=1e12 "
+                  "evaluate.thresholds.mae=1e12 evaluate.thresholds.r2=-1e12 "
+                  "registry.move_champion=false",
+        experiment_name="worker-retraining", submitted_by="monitoring", settings=api_settings,
+        run_tags={RETRAINING_REASON_TAG: reason})
+    worker = start_worker("--burst")
+    assert worker.wait(timeout=900) == 0, worker.log()
+    job.refresh()
+    result = job.return_value()
+    assert result["version"] == "1" and result["champion_moved"] is False, result
+    run = MlflowClient(tracking_uri=tracking_store).get_run(result["run_id"])
+    assert run.data.tags[RETRAINING_REASON_TAG] == reason
+    assert "registry.move_champion=false" in run.data.tags["valuation.register_outcome"]
 
 
 @pytest.mark.slow

@@ -1,0 +1,55 @@
+"""POST /monitoring/run: a drift and live-error run now, on the worker (admin)."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from serving.api import deps
+from serving.api.audit import audit, error_detail
+from serving.api.auth import require
+from serving.api.errors import AUTH_ERRORS, api_error, error_responses
+from serving.api.schemas import MonitoringAccepted
+from serving.keys.records import KeyRecord
+from serving.logging import get_logger
+from serving.monitoring.schedule import enqueue_now
+from serving.roles import Capability
+
+router = APIRouter(tags=["models"])
+log = get_logger("serving.api.monitoring")
+
+
+@router.post(
+    "/monitoring/run",
+    status_code=202,
+    response_model=MonitoringAccepted,
+    summary="Queue a monitoring run (drift and live error of the served version)",
+    description=(
+        "Compares the served version's recent predictions with its reference profile and its "
+        "predictions with feedback with its test figures; logs an MLflow run in the `monitoring` "
+        "experiment, updates the drift metrics and applies the retraining policy. Follow it with "
+        "GET /job_status/{job_id}."
+    ),
+    responses=error_responses({**AUTH_ERRORS, 503: "Redis or the key store is unavailable"}),
+)
+def run_monitoring(
+    request: Request,
+    key: KeyRecord = Depends(require(Capability.MONITORING)),
+) -> JSONResponse:
+    started = time.perf_counter()
+    config = deps.serving_config(request)
+    try:
+        job = enqueue_now(deps.redis(request), config, trigger="api", submitted_by=key.key_id)
+    except Exception as error:  # redis.exceptions.*: the queue is the unavailable dependency
+        log.error("monitoring_enqueue_failed", error=repr(error))
+        failure = api_error(503, "the job queue (Redis) is unavailable; retry shortly")
+        audit(request, "monitoring:run", 503, key, started, detail=error_detail(failure))
+        raise failure from None
+    accepted = MonitoringAccepted(
+        job_id=job.id, status_url=str(request.url_for("job_status", job_id=job.id).path),
+        queue=str(config.monitoring_job.queue))
+    audit(request, "monitoring:run", 202, key, started, outputs=accepted.model_dump())
+    log.info("monitoring_enqueued", job_id=job.id)
+    return JSONResponse(accepted.model_dump(), status_code=202)
