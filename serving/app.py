@@ -21,13 +21,14 @@ from fastapi.concurrency import run_in_threadpool
 from omegaconf import DictConfig
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
-from serving.api import health, inference_v2, models, predict, training
+from serving.api import health, inference_v2, jobs, model_rules, models, predict, training
 from serving.api.errors import install_exception_handlers
 from serving.api.observability import ProxyMetrics, RequestContextMiddleware
 from serving.logging import configure_logging, get_logger
 from serving.prediction.service import PricingMetrics, PricingService
 from serving.ratelimit import RateLimiter
 from serving.settings import ServingSettings, get_settings
+from serving.ui import install_ui
 from serving.upstream import ModelServerClient
 
 log = get_logger("serving.app")
@@ -48,6 +49,9 @@ OPENAPI_TAGS = [
     {"name": "training", "description": "Training jobs run by the worker (MLflow Project)"},
     {"name": "models", "description": "Registry: champion selection and what is served"},
     {"name": "health", "description": "Probes and metrics"},
+    {"name": "ui", "description": "Web pages (HTML; the key is typed in the page). Also served: "
+                                 "their assets under /ui/static and, for admin keys, the RQ "
+                                 "dashboard under /rq"},
 ]
 
 
@@ -97,9 +101,10 @@ def create_app(
     app.state.metrics = ProxyMetrics()
     app.state.pricing_metrics = PricingMetrics(app.state.metrics.registry)
     install_exception_handlers(app)
-    for router in (predict.router, inference_v2.router, training.router, models.router,
-                   health.router):
+    for router in (predict.router, inference_v2.router, model_rules.router, training.router,
+                   jobs.router, models.router, health.router):
         app.include_router(router)
+    install_ui(app, config)
     max_body = typed.proxy.max_body_bytes
     # Inner: cuts a streamed body without Content-Length as it is read (a 413 through our error
     # handler). Outer (added last): ids, logs, metrics, and a JSON 413 for declared sizes.
