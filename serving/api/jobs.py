@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from serving.api import deps
 from serving.api.auth import require
@@ -31,6 +31,19 @@ class RecentJobsResponse(BaseModel):
     queue: str
     jobs: list[RecentJob] = Field(description="Newest enqueued first")
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "queue": "training",
+        "jobs": [{
+            "job_id": "5b1f0c3e-7d9a-4c2b-9e8f-1a2b3c4d5e6f", "status": "started",
+            "progress": {"step": "train", "fraction": 0.4, "message": "fitting"},
+            "run_id": "0a1b2c3d4e5f60718293a4b5c6d7e8f9", "metrics": {}, "version": None,
+            "champion_moved": None, "validated": None, "error": None,
+            "enqueued_at": "2025-01-01T12:00:00", "started_at": "2025-01-01T12:00:01",
+            "ended_at": None, "description": "train model=lgbm experiment=Property-Friends-Experiment",
+            "submitted_by": "1a2b3c4d5e6f",
+        }],
+    }]})
+
 
 @router.get(
     "/jobs",
@@ -38,7 +51,8 @@ class RecentJobsResponse(BaseModel):
     summary="Recent training jobs of every key, newest first, with progress",
     description="Waiting, running, and ended jobs still kept (`jobs.result_ttl_s`), each as "
                 "/job_status describes it.",
-    responses=error_responses({**AUTH_ERRORS, 503: "Redis or the key store is unavailable"}),
+    responses=error_responses({**AUTH_ERRORS, 422: "A limit outside 1..100",
+                               503: "Redis or the key store is unavailable"}),
 )
 async def jobs(
     request: Request,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import warnings
 from urllib.parse import quote, urlsplit
 
 from fastapi import HTTPException, Request
@@ -47,8 +48,11 @@ def build_dashboard(config: DictConfig, path: str) -> ASGIApp:
     Builds nothing that connects: the dashboard opens Redis per request."""
     from rq_dashboard_fast import RedisQueueDashboard
 
-    dashboard = RedisQueueDashboard(redis_url(config), path, title="RQ dashboard",
-                                    docs_url=None, redoc_url=None, openapi_url=None)
+    with warnings.catch_warnings():
+        # It passes FastAPI's deprecated `root_path=`; its own choice, harmless under a mount.
+        warnings.filterwarnings("ignore", message=".*root_path.*")
+        dashboard = RedisQueueDashboard(redis_url(config), path, title="RQ dashboard",
+                                        docs_url=None, redoc_url=None, openapi_url=None)
     return AdminKeyGuard(dashboard)
 
 
