@@ -15,12 +15,17 @@ CHECKOV := $(CHECKOV_VENV)/bin/checkov
 
 install: $(BIN)/valuation $(CHECKOV) system-packages
 
-# Debian packages the stack and its tests run: nginx balances `make stack PROXIES=2`. Installed
-# when missing and we are root (CI); otherwise the command to run is printed.
+# Debian packages the stack and its tests run: nginx balances `make stack PROXIES=2`; chromium
+# runs the web pages' browser tests (Playwright drives it; it cannot download a browser here).
+# Installed when missing and we are root (CI); otherwise the command to run is printed.
 system-packages:
 	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { \
 		if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y nginx; \
 		else echo "make stack PROXIES=2 and its tests need nginx: run  sudo apt-get install -y nginx" >&2; \
+		fi; }
+	@[ -x /usr/bin/chromium ] || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium; \
+		else echo "the browser tests (tests/serving/ui) need chromium: run  sudo apt-get install -y chromium" >&2; \
 		fi; }
 
 $(BIN)/valuation: pyproject.toml
