@@ -9,8 +9,6 @@ comes from a CDN) keep their own headers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PAGES_CSP = (
@@ -71,7 +69,3 @@ class SecurityHeadersMiddleware:
 
 def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix.rstrip("/") + "/")
-
-
-def under_any(path: str, prefixes: Iterable[str]) -> bool:
-    return any(_under(path, prefix) for prefix in prefixes)
