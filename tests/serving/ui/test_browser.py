@@ -11,7 +11,9 @@ expects. Screenshots go to each test's tmp_path.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -31,6 +33,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 WAIT_MS = 30_000
 KEY_KNOWN_TIMEOUT_S = 30
+# Where to copy the valuation page's screenshot too (the README's docs/ui-valuation.png is made
+# this way, from the synthetic stack): UI_SCREENSHOT_TO=docs/ui-valuation.png pytest ... -k price
+SCREENSHOT_TO = os.environ.get("UI_SCREENSHOT_TO")
 
 TRAIN_BODY = {"experiment_config": {"experiment_name": "ui-browser"},
               "db_config": {"db_type": "sample", "db_config": {"n_train": 800, "n_test": 200}}}
@@ -129,6 +134,8 @@ def test_the_form_gives_a_price_and_an_interval(page, stack, stack_client, champ
     lower, upper = (float(v.replace(",", "")) for v in re.findall(r"([\d,]+) UF", interval))
     assert 0 < lower < upper
     page.screenshot(path=str(tmp_path / "valuation.png"), full_page=True)
+    if SCREENSHOT_TO:
+        shutil.copyfile(tmp_path / "valuation.png", SCREENSHOT_TO)
     page.console.expect_none()
 
 
@@ -222,3 +229,18 @@ def test_the_rq_dashboard_opens_with_the_admin_key_as_password(browser, stack, c
     page.screenshot(path=str(tmp_path / "rq-dashboard.png"), full_page=True)
     context.close()
     assert errors == []
+
+
+def test_model_rules_are_the_served_champions(stack, stack_client, champion):
+    """What the form is built from (no browser needed, but the same stack)."""
+    rules = stack_client.get("/model_rules", headers=stack.headers()).json()
+    assert rules["model_version"] == champion
+    assert rules["features"] == list(ROW)
+    assert ROW["sector"] in rules["choices"]["sector"] and ROW["type"] in rules["choices"]["type"]
+    assert set(rules["bounds"]) == {"net_usable_area", "net_area", "n_rooms", "n_bathroom",
+                                    "latitude", "longitude"}
+    low, high = rules["bounds"]["latitude"]["min"], rules["bounds"]["latitude"]["max"]
+    assert low < ROW["latitude"] < high
+    assert {"features", "model_name"} <= set(rules["request_fields"])
+    assert "rq_dashboard" in rules["capabilities"]  # the stack's API_KEY is an admin key
+    assert stack_client.get("/model_rules").status_code == 401
