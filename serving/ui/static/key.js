@@ -35,8 +35,9 @@ function errorText(answer) {
 }
 
 // Wires the key panel present on every page: a form to type the key, the note that it is kept
-// for this tab, and a button to forget it. `onKey` runs whenever a key becomes available.
-function setUpKeyPanel(onKey) {
+// for this tab, and a button to forget it. `onKey` runs whenever a key becomes available,
+// `onForget` (optional) when it is forgotten.
+function setUpKeyPanel(onKey, onForget) {
   const form = document.getElementById("key-form");
   const input = document.getElementById("api-key");
   const kept = document.getElementById("key-kept");
@@ -57,6 +58,7 @@ function setUpKeyPanel(onKey) {
   });
   forget.addEventListener("click", () => {
     ApiKey.clear();
+    if (onForget) onForget();
     show();
     input.focus();
   });

@@ -102,11 +102,21 @@ async function loadJobs() {
   }
 }
 
-async function load() {
+function stopPolling() {
   if (jobsTimer !== null) clearInterval(jobsTimer);
+  jobsTimer = null;
+}
+
+function forget() {
+  stopPolling();
+  document.getElementById("ops").hidden = true;
+}
+
+async function load() {
+  stopPolling();
   if (!(await loadModels())) return;
   await loadJobs();
   jobsTimer = setInterval(loadJobs, JOBS_REFRESH_MS);
 }
 
-document.addEventListener("DOMContentLoaded", () => setUpKeyPanel(load));
+document.addEventListener("DOMContentLoaded", () => setUpKeyPanel(load, forget));

@@ -200,5 +200,9 @@ async function value(event) {
 
 document.addEventListener("DOMContentLoaded", () => {
   document.getElementById("valuation-form").addEventListener("submit", value);
-  setUpKeyPanel(loadRules);
+  setUpKeyPanel(loadRules, () => {
+    document.getElementById("valuation-form").hidden = true;
+    document.getElementById("result").hidden = true;
+    document.getElementById("rules-status").textContent = "Type a key to load the served model's rules.";
+  });
 });
