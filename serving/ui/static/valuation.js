@@ -44,7 +44,8 @@ function buildFields() {
     field.append(label, input);
     const bounds = rules.bounds[name];
     if (bounds) {
-      field.appendChild(element("small", "hint", `from ${bounds.min} to ${bounds.max}`));
+      const number = (value) => value.toLocaleString("en-US", { maximumFractionDigits: 6 });
+      field.appendChild(element("small", "hint", `from ${number(bounds.min)} to ${number(bounds.max)}`));
     }
     const error = element("p", "field-error");
     error.id = `error-${name}`;
@@ -61,6 +62,8 @@ function showOptions() {
     if (option === "comparables") offered = offered && rules.capabilities.includes("comparables");
     document.getElementById(`option-${option}`).hidden = !offered;
   }
+  document.getElementById("options").hidden =
+    OPTIONS.every((option) => document.getElementById(`option-${option}`).hidden);
 }
 
 async function loadRules() {

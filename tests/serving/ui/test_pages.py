@@ -127,3 +127,9 @@ def test_a_change_from_another_site_is_refused_before_the_dashboard(client, api_
                            headers={"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"})
     assert answer.status_code == 403
     assert "its own pages" in answer.json()["detail"]
+
+
+def test_the_icon_browsers_ask_for_is_served(client) -> None:
+    answer = client.get("/favicon.ico")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("image/svg+xml")
