@@ -37,8 +37,9 @@ function drawExplanationChart(svg, explanation) {
   const parts = Object.entries(explanation.contributions || {})
     .sort((a, b) => Math.abs(b[1]) - Math.abs(a[1]));
   const rowHeight = 24, labelWidth = 150, width = 560, top = 8;
-  const center = labelWidth + (width - labelWidth - 70) / 2;
-  const half = (width - labelWidth - 70) / 2;
+  const textSpace = 60;  // room for a bar's percentage on either side of the longest bars
+  const half = (width - labelWidth - 2 * textSpace) / 2;
+  const center = labelWidth + textSpace + half;
   const largest = Math.max(1e-9, ...parts.map(([, value]) => Math.abs(value)));
   const height = top * 2 + rowHeight * parts.length;
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
