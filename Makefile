@@ -16,8 +16,9 @@ CHECKOV := $(CHECKOV_VENV)/bin/checkov
 install: $(BIN)/valuation $(CHECKOV) system-packages
 
 # Debian packages the stack and its tests run: nginx balances `make stack PROXIES=2`; promtool
-# (package prometheus) checks deploy/prometheus/'s alert rules. Installed
-# when missing and we are root (CI); otherwise the command to run is printed.
+# (package prometheus) checks deploy/prometheus/'s alert rules; chromium runs the web pages'
+# browser tests (Playwright drives it; it cannot download a browser here).
+# Installed when missing and we are root (CI); otherwise the command to run is printed.
 system-packages:
 	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { \
 		if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y nginx; \
@@ -26,6 +27,10 @@ system-packages:
 	@command -v promtool >/dev/null || [ -x /usr/bin/promtool ] || { \
 		if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y prometheus; \
 		else echo "the alert-rule tests need promtool: run  sudo apt-get install -y prometheus" >&2; \
+		fi; }
+	@[ -x /usr/bin/chromium ] || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium; \
+		else echo "the browser tests (tests/serving/ui) need chromium: run  sudo apt-get install -y chromium" >&2; \
 		fi; }
 
 $(BIN)/valuation: pyproject.toml

@@ -21,7 +21,16 @@ from fastapi.concurrency import run_in_threadpool
 from omegaconf import DictConfig
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
-from serving.api import health, inference_v2, models, monitoring, predict, training
+from serving.api import (
+    health,
+    inference_v2,
+    jobs,
+    model_rules,
+    models,
+    monitoring,
+    predict,
+    training,
+)
 from serving.api.errors import install_exception_handlers
 from serving.api.observability import ProxyMetrics, RequestContextMiddleware
 from serving.logging import configure_logging, get_logger
@@ -29,6 +38,7 @@ from serving.monitoring.metrics import MonitoringCollector
 from serving.prediction.service import PricingMetrics, PricingService
 from serving.ratelimit import RateLimiter
 from serving.settings import ServingSettings, get_settings
+from serving.ui import install_ui
 from serving.upstream import ModelServerClient
 
 log = get_logger("serving.app")
@@ -49,6 +59,9 @@ OPENAPI_TAGS = [
     {"name": "training", "description": "Training jobs run by the worker (MLflow Project)"},
     {"name": "models", "description": "Registry: champion selection and what is served"},
     {"name": "health", "description": "Probes and metrics"},
+    {"name": "ui", "description": "Web pages (HTML; the key is typed in the page). Also served: "
+                                 "their assets under /ui/static and, for admin keys, the RQ "
+                                 "dashboard under /rq"},
 ]
 
 
@@ -101,10 +114,10 @@ def create_app(
     app.state.metrics.registry.register(MonitoringCollector(
         lambda: getattr(app.state, "redis", None), str(config.monitoring_job.redis_prefix)))
     install_exception_handlers(app)
-    for router in (predict.router, inference_v2.router, training.router, models.router,
-                   monitoring.router,
-                   health.router):
+    for router in (predict.router, inference_v2.router, model_rules.router, training.router,
+                   jobs.router, models.router, monitoring.router, health.router):
         app.include_router(router)
+    install_ui(app, config)
     max_body = typed.proxy.max_body_bytes
     # Inner: cuts a streamed body without Content-Length as it is read (a 413 through our error
     # handler). Outer (added last): ids, logs, metrics, and a JSON 413 for declared sizes.

@@ -24,14 +24,18 @@ class Capability(StrEnum):
     PROMOTE = "promote"  # move the champion/challenger alias
     KEYS = "keys"  # create, list and revoke API keys
     MONITORING = "monitoring"  # POST /monitoring/run: a drift and live-error run now
+    MODEL_RULES = "model_rules"  # GET /model_rules: what a row may hold (the /ui form)
+    RECENT_JOBS = "recent_jobs"  # GET /jobs: every key's recent training jobs (/ui/ops)
+    RQ_DASHBOARD = "rq_dashboard"  # the RQ dashboard mounted at /rq (queues, workers, jobs)
 
 
 ROLES: tuple[str, ...] = tuple(role.value for role in Role)
 CAPABILITIES: tuple[str, ...] = tuple(capability.value for capability in Capability)
 
 ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
-    Role.PREDICT: frozenset({Capability.PREDICT}),
-    Role.TRAIN: frozenset({Capability.PREDICT, Capability.TRAIN, Capability.JOB_STATUS}),
+    Role.PREDICT: frozenset({Capability.PREDICT, Capability.MODEL_RULES}),
+    Role.TRAIN: frozenset({Capability.PREDICT, Capability.MODEL_RULES, Capability.TRAIN,
+                           Capability.JOB_STATUS}),
     Role.ADMIN: frozenset(Capability),
 }
 

@@ -29,6 +29,7 @@ from valuation.names import (
     MODEL_URI_TAG,
     REGISTERED_BY_TAG,
     STEP_TAG,
+    TEST_METRIC_PREFIX,
     VALIDATED_TAG,
     evaluation_metric,
 )
@@ -216,6 +217,8 @@ def models(
             for alias in (registry.champion_alias, registry.challenger_alias)
         }
         history = [asdict(move) for move in alias_history(client, registry.model_name)]
+        versions = {alias: _version_summary(client, registry.model_name, version)
+                    for alias, version in aliases.items() if version is not None}
     except MlflowException as error:
         raise _mlflow_failure(error) from None
     return ModelsResponse(
@@ -223,7 +226,30 @@ def models(
         serving=deps.supervisor(request).status(),
         aliases=aliases,
         alias_history=history[-HISTORY_SHOWN:],
+        versions=versions,
     )
+
+
+def _version_summary(client: MlflowClient, name: str, version: str) -> dict[str, Any]:
+    """One registered version as the operator page shows it: its test metrics (the tags
+    `register` and /best_model copy from the evaluation run), verdict and origin."""
+    found = client.get_model_version(name, version)
+    tags = found.tags or {}
+    metrics = {}
+    for tag, value in tags.items():
+        if tag.startswith(TEST_METRIC_PREFIX):
+            try:
+                metrics[tag] = float(value)
+            except ValueError:
+                continue  # a hand-written tag that is not a number is not a metric
+    return {
+        "version": str(found.version),
+        "created_at": found.creation_timestamp,
+        "run_id": found.run_id,
+        "validated": tags.get(VALIDATED_TAG),
+        "registered_by": tags.get(REGISTERED_BY_TAG),
+        "metrics": metrics,
+    }
 
 
 def _mlflow_failure(error: MlflowException) -> Exception:

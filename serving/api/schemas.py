@@ -378,6 +378,11 @@ class ModelsResponse(BaseModel):
     serving: dict[str, Any] = Field(description="The model-server supervisor's status")
     aliases: dict[str, str | None]
     alias_history: list[dict[str, Any]] = Field(description="Most recent alias moves, oldest first")
+    versions: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per alias: its version's test metrics, verdict (`validated`), creation time "
+                    "(ms since the epoch), run id and who registered it",
+    )
 
     model_config = ConfigDict(
         json_schema_extra={

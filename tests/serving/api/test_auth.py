@@ -21,6 +21,8 @@ PROTECTED = [
     ("get", "/job_status/0123456789abcdef", None),
     ("post", "/best_model", SPEC_BEST_MODEL_BODY),
     ("get", "/models", None),
+    ("get", "/model_rules", None),
+    ("get", "/jobs", None),
 ]
 
 

@@ -134,6 +134,9 @@ def test_best_model_registers_the_winner_once_and_moves_champion(
     assert models.status_code == 200
     assert models.json()["aliases"]["champion"] == "2"
     assert [m["to_version"] for m in models.json()["alias_history"]] == ["1", "1", "2", "2"]
+    champion = models.json()["versions"]["champion"]  # what /ui/ops shows
+    assert champion["version"] == "2" and champion["registered_by"] == "best_model"
+    assert champion["metrics"] == {"test_mse": 10.0, "test_r2": 0.5}
 
 
 @pytest.mark.slow

@@ -15,8 +15,11 @@ from serving.api.schemas import (
 )
 
 PROTECTED = {("/predict", "post"), ("/train", "post"), ("/job_status/{job_id}", "get"),
-             ("/best_model", "post"), ("/models", "get"), ("/monitoring/run", "post")}
-OPEN = {("/health", "get"), ("/ready", "get"), ("/metrics", "get")}
+             ("/best_model", "post"), ("/models", "get"), ("/model_rules", "get"),
+             ("/jobs", "get"), ("/monitoring/run", "post")}
+# The web pages need no key to load: the person types it in the page.
+PAGES = {("/ui", "get"), ("/ui/ops", "get")}
+OPEN = {("/health", "get"), ("/ready", "get"), ("/metrics", "get"), *PAGES}
 # The Open Inference Protocol (serving/api/inference_v2.py): its errors are `{"error": "..."}`.
 V2_PROTECTED = {(f"/v2/models/{{model_name}}{version}{leaf}", method)
                 for version in ("", "/versions/{model_version}")
@@ -67,8 +70,8 @@ def test_every_request_body_shows_the_spec_example(spec) -> None:
 def test_every_operation_documents_an_example_answer(spec) -> None:
     for path, item in spec["paths"].items():
         for method, operation in item.items():
-            if path == "/metrics":
-                continue  # Prometheus text format
+            if path == "/metrics" or (path, method) in PAGES:
+                continue  # Prometheus text format; HTML
             success = next(code for code in operation["responses"] if code.startswith("2"))
             content = operation["responses"][success]["content"]["application/json"]
             schema = _schema(spec, content["schema"])

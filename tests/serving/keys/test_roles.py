@@ -7,19 +7,19 @@ import pytest
 from serving.roles import CAPABILITIES, ROLES, Capability, UnknownRole, parse_role, role_allows
 
 
-def test_predict_role_may_only_predict() -> None:
+def test_predict_role_may_only_predict_and_read_the_rules() -> None:
     allowed = {c for c in CAPABILITIES if role_allows("predict", c)}
-    assert allowed == {"predict"}
+    assert allowed == {"predict", "model_rules"}
 
 
 def test_train_role_may_predict_train_and_poll_jobs() -> None:
     allowed = {c for c in CAPABILITIES if role_allows("train", c)}
-    assert allowed == {"predict", "train", "job_status"}
+    assert allowed == {"predict", "model_rules", "train", "job_status"}
 
 
 def test_admin_role_may_do_everything() -> None:
     assert all(role_allows("admin", c) for c in CAPABILITIES)
-    assert {"best_model", "promote", "keys"} <= set(CAPABILITIES)
+    assert {"best_model", "promote", "keys", "recent_jobs", "rq_dashboard"} <= set(CAPABILITIES)
 
 
 def test_unknown_role_is_granted_nothing() -> None:
