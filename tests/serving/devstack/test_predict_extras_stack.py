@@ -4,18 +4,14 @@ a `predict` key (made with the operator's CLI against the stack's Vault) may not
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from serving.api.schemas import SPEC_BEST_MODEL_BODY, SPEC_PREDICT_BODY, SPEC_TRAIN_BODY
-from tests.support.stack import RunningStack, champion_through_api
+from tests.support.stack import RunningStack, champion_through_api, operator_key
 
 pytestmark = pytest.mark.slow
 
@@ -60,15 +56,7 @@ def test_one_request_gets_an_interval_an_explanation_and_comparables(
 
 def test_a_predict_key_may_not_see_comparables(
         stack: RunningStack, stack_client: httpx.Client, champion: str) -> None:
-    state = json.loads((stack.state_dir / "stack.json").read_text())
-    env = {**stack.env, "VAULT_ADDR": state["endpoints"]["vault"],
-           "VAULT_APPROLE_FILE": state["approle_file"]}
-    created = subprocess.run(
-        [str(Path(sys.executable).parent / "valuation"), "keys", "create",
-         "--owner", "extras", "--role", "predict"],
-        env=env, capture_output=True, text=True, timeout=120, check=False)
-    assert created.returncode == 0, created.stderr
-    key = created.stdout.split()[-1]
+    key = operator_key(stack, "extras", "predict")
     deadline = time.monotonic() + KEY_KNOWN_TIMEOUT_S
     while (answer := stack_client.post("/predict", json=ALL_THREE, headers=stack.headers(key))
            ).status_code == 401:
