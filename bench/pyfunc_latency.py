@@ -10,8 +10,10 @@ each side given the row in the form it takes:
                                             and params, fitted on the same cleaned rows
   (c) `ValuationModel.predict` beneath MLflow's decorator, on [row]: our code alone; (a) - (c) is
                                             MLflow's wrapper (type-hint check included)
-and, inside (c), row validation and feature+estimator time. Calls are interleaved (a, b, c, ... in
-rotating order) so that load from other processes hits every variant alike. A pyinstrument profile
+and, inside (c), row validation and feature+estimator time; (d) `pyfunc.predict([row],
+params={"interval": 0.8})`, the same row with an 80 % price interval (target: at most 2x (a)).
+Calls are interleaved (a, b, c, ... in rotating order) so that load from other processes hits
+every variant alike. A pyinstrument profile
 of (a) is written beside the results. Target: (a) at least 5x faster than (b) at the median.
 
     python -m bench.pyfunc_latency [--data-dir DIR] [--quick] [--synthetic ROWS]
@@ -52,6 +54,8 @@ from bench.project_model import tracking_store, train_project_model
 RESULT_NAME = "pyfunc_latency"
 PROFILE_FILE = "pyfunc_profile.txt"
 TARGET_SPEEDUP = 5.0
+INTERVAL_PARAMS = {"interval": 0.8}
+TARGET_INTERVAL_COST = 2.0  # single-row predict with an interval vs without, at the median
 DEFAULT_MODEL = "lgbm"  # conf/config.yaml's default model group
 # --quick: a smaller forest for both sides (same params on both), so a smoke run takes seconds.
 QUICK_OVERRIDES = ("model.params.n_estimators=100",)
@@ -146,6 +150,8 @@ def run(args: Any) -> dict[str, Any]:
         variants: dict[str, Callable[[OneRow], Any]] = {
             "pyfunc_predict": lambda one: pyfunc.predict([one.record]),
             "pyfunc_predict_dataframe": lambda one: pyfunc.predict(one.frame),
+            "pyfunc_predict_with_interval":
+                lambda one: pyfunc.predict([one.record], params=INTERVAL_PARAMS),
             "sklearn_pipeline_predict": lambda one: pipeline.predict(one.frame),
             **single_thread_variant(pipeline),
             "python_model_predict": lambda one: ours([one.record]),
@@ -178,11 +184,18 @@ def run(args: Any) -> dict[str, Any]:
         "target_speedup": TARGET_SPEEDUP,
         "target_met": bool(speedup is not None and speedup >= TARGET_SPEEDUP),
         "profile_file": PROFILE_FILE,
+        "interval_cost_p50": ratio(summary["pyfunc_predict_with_interval"]["p50_ms"], pyfunc_p50),
+        "target_interval_cost": TARGET_INTERVAL_COST,
     }
+    data["interval_target_met"] = bool(data["interval_cost_p50"] is not None
+                                       and data["interval_cost_p50"] <= TARGET_INTERVAL_COST)
     path = write_result(out_dir, RESULT_NAME, data, args.quick)
     progress(f"pyfunc p50 {pyfunc_p50:.3f} ms vs Pipeline p50 "
              f"{summary['sklearn_pipeline_predict']['p50_ms']:.3f} ms: {speedup:.1f}x "
              f"(target {TARGET_SPEEDUP:.0f}x {'met' if data['target_met'] else 'NOT met'}); wrote {path}")
+    progress(f"with an 80 % interval: p50 {summary['pyfunc_predict_with_interval']['p50_ms']:.3f} ms, "
+             f"{data['interval_cost_p50']:.2f}x (target <= {TARGET_INTERVAL_COST:.0f}x "
+             f"{'met' if data['interval_target_met'] else 'NOT met'})")
     if not data["target_met"]:
         progress("profile of pyfunc.predict (top):\n" + "\n".join(profile_text.splitlines()[:40]))
     return data

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench import interval_quality
 from bench.common import DEFAULT_DATA_DIR, RESULTS_DIR, DataPaths, load_real_data, machine_info
 from bench.common import progress as say
 from valuation.config import PROJECT_ROOT
@@ -61,6 +62,7 @@ class Scored:
     fit_seconds: float
     total_seconds: float
     note: str = ""
+    intervals: dict[str, Any] | None = None  # bench.interval_quality.measure, when calibrated
 
     def row(self) -> dict[str, Any]:
         return {"model": self.model, **self.metrics, "fit_seconds": self.fit_seconds,
@@ -87,13 +89,14 @@ def score_with_pipeline(model: str, paths: DataPaths, test: pd.DataFrame, workdi
         pyfunc = mlflow.pyfunc.load_model(result.model_uri)
         predicted = np.asarray(pyfunc.predict(test[list(FEATURES)]), dtype=np.float64)
         fit_seconds = _train_fit_seconds(uri, result.parent_run_id)
+        intervals = interval_quality.measure(pyfunc, test)
     metrics = regression_metrics(test[TARGET].to_numpy(dtype=np.float64), predicted)
     note = ""
     if not np.isclose(metrics["rmse"], result.metrics["rmse"], rtol=1e-6):
         # The evaluate step scores the same table: a difference means the two paths disagree.
         note = f"pipeline's evaluate step reported RMSE {result.metrics['rmse']:,.1f}"
         say(f"{model}: WARNING {note}")
-    return Scored(model, metrics, fit_seconds, time.perf_counter() - started, note)
+    return Scored(model, metrics, fit_seconds, time.perf_counter() - started, note, intervals)
 
 
 def _train_fit_seconds(uri: str, parent_run_id: str) -> float:
@@ -156,6 +159,9 @@ def markdown(scored: list[Scored], n_train: int, n_test: int, direct: bool, comm
             cells.append("" if value is None or (isinstance(value, float) and np.isnan(value))
                          else fmt.format(value))
         lines.append("| " + " | ".join(cells) + " |")
+    for item in scored:
+        if item.intervals:
+            lines += ["", *interval_quality.markdown(item.model, item.intervals)]
     notes = [f"- {s.model}: {s.note}" for s in scored if s.note and not direct]
     if notes:
         lines += ["", "Notes:", *notes]

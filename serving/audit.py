@@ -96,6 +96,7 @@ class AuditLog:
         latency_ms: float | None = None,
         detail: Any = None,
         cache: dict[str, Any] | None = None,
+        extras: dict[str, Any] | None = None,
     ) -> None:
         event: dict[str, Any] = {
             "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -114,6 +115,8 @@ class AuditLog:
         }
         if cache is not None:  # rows answered from the prediction cache (serving/prediction/cache.py)
             event["cache"] = cache
+        if extras:  # what /predict returned beside prices (e.g. that comparables were returned)
+            event["extras"] = extras
         try:
             line = orjson.dumps(event, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
             self._logger.info(line)  # the handler writes the line and flushes

@@ -27,6 +27,7 @@ class Capability(StrEnum):
     MODEL_RULES = "model_rules"  # GET /model_rules: what a row may hold (the /ui form)
     RECENT_JOBS = "recent_jobs"  # GET /jobs: every key's recent training jobs (/ui/ops)
     RQ_DASHBOARD = "rq_dashboard"  # the RQ dashboard mounted at /rq (queues, workers, jobs)
+    COMPARABLES = "comparables"  # /predict's comparables: the training listings themselves
 
 
 ROLES: tuple[str, ...] = tuple(role.value for role in Role)

@@ -61,6 +61,14 @@ class ProxySettings(_Section):
     degraded_fallback: bool
 
 
+class PredictExtrasSettings(_Section):
+    """/predict's intervals (serving/api/extras.py): the level given when none is asked, and
+    whether every prediction gets one unasked."""
+
+    interval_default_level: float = Field(0.8, ge=0.5, le=0.99)
+    interval_unasked: bool = False
+
+
 class RateLimitSettings(_Section):
     per_key: str | None
     per_role: dict[str, str | None]
@@ -109,6 +117,7 @@ class ServingSettings(_Section):
     batching: BatchingSettings
     prediction_cache: PredictionCacheSettings
     tracking_uri: str
+    predict_extras: PredictExtrasSettings = PredictExtrasSettings()
 
     @classmethod
     def from_config(cls, config: DictConfig) -> ServingSettings:

@@ -17,6 +17,7 @@ import pandas as pd  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from steps.common import load_step_config, run_cli, split_overrides, step_parser  # noqa: E402
+from valuation import interval_report  # noqa: E402
 from valuation.metrics import LOWER_IS_BETTER, regression_metrics  # noqa: E402
 from valuation.model_runtime.schema import FEATURES, TARGET  # noqa: E402
 from valuation.names import (  # noqa: E402
@@ -62,6 +63,8 @@ def run(cfg: DictConfig, model_uri: str, test_uri: str) -> EvaluationResult:
     with tempfile.TemporaryDirectory() as tmp:
         _log_plots(Path(tmp), frame, truth, predicted, breakdown, model)
     _log_reference_profile(cfg, model, frame, truth, predicted)
+    if cfg.get("intervals") and interval_report.has_intervals(model):
+        _log_intervals(cfg, model, frame, truth)
 
     failed = _failed_thresholds(metrics, cfg.evaluate.thresholds)
     validated = not failed
@@ -91,6 +94,28 @@ def _log_reference_profile(cfg: DictConfig, model, frame: pd.DataFrame, truth: n
         feature_importance=importance,
     )
     mlflow.log_dict(profile.to_dict(), PROFILE_ARTIFACT)
+
+
+def _log_intervals(cfg: DictConfig, model, frame: pd.DataFrame, truth: np.ndarray) -> None:
+    """Coverage and width of the model's intervals on the test rows (and of the constant-width
+    baseline), per group, as metrics, a table and two plots."""
+    levels = sorted({*cfg.intervals.evaluate_levels, *interval_report.PLOT_LEVELS})
+    bounds = {level: interval_report.model_bounds(model, frame, level) for level in levels}
+    reported = [bounds[level] for level in cfg.intervals.evaluate_levels]
+    table = interval_report.coverage_table(frame, truth, reported)
+    mlflow.log_table(table, artifact_file="evaluation/interval_coverage.json")
+    for level in cfg.intervals.evaluate_levels:
+        metrics = interval_report.summary(table, level)
+        baseline = interval_report.baseline_bounds(model, bounds[level].price, level)
+        if baseline is not None:
+            metrics.update(interval_report.summary(
+                interval_report.coverage_table(frame, truth, [baseline]), level, "interval_baseline"))
+        mlflow.log_metrics({evaluation_metric(k): v for k, v in metrics.items()})
+    select = cfg.intervals.select_level
+    with tempfile.TemporaryDirectory() as tmp:
+        interval_report.plot(Path(tmp), truth, [bounds[level] for level in levels],
+                             bounds.get(select, reported[-1]))
+        mlflow.log_artifacts(tmp, artifact_path="evaluation")
 
 
 def _failed_thresholds(metrics: dict[str, float], thresholds) -> list[str]:

@@ -82,6 +82,7 @@ def run(cfg: DictConfig, train_uri: str) -> TrainResult:
     fitted = fit_model(model_cfg, features, target)
     fit_seconds = time.perf_counter() - started
     mlflow.log_metric("fit_seconds", fit_seconds)
+    calibration = _calibrate(cfg, features, target)
     report("train", PROGRESS_END - 0.05, f"fit took {fit_seconds:.1f} s; logging the model")
 
     # Types and sectors the model may be asked about are the ones it saw: anything else is a
@@ -92,7 +93,7 @@ def run(cfg: DictConfig, train_uri: str) -> TrainResult:
         types=sorted(set(cfg.validation.types) & set(features["type"].unique())),
     )
     with tempfile.TemporaryDirectory() as workdir:
-        info = _log_model(cfg, fitted, rules, Path(workdir))
+        info = _log_model(cfg, fitted, rules, Path(workdir), calibration)
     mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
     report("train", PROGRESS_END, f"logged {info.model_uri}")
     return TrainResult(
@@ -100,7 +101,25 @@ def run(cfg: DictConfig, train_uri: str) -> TrainResult:
     )
 
 
-def _log_model(cfg: DictConfig, fitted, rules: ValidationRules, workdir: Path):
+def _calibrate(cfg: DictConfig, features, target):
+    """The interval calibration (valuation.calibration), or None when `intervals.enabled` is off."""
+    if not cfg.get("intervals") or not cfg.intervals.enabled:
+        return None
+    from valuation.calibration import fit_calibration
+
+    def on_fold(index: int, total: int) -> None:
+        report("train", PROGRESS_END - 0.1, f"interval calibration: fold {index} of {total}")
+
+    started = time.perf_counter()
+    calibration = fit_calibration(cfg.model, features, target, cfg.intervals, cfg.seed, on_fold)
+    mlflow.log_metric("calibration_seconds", time.perf_counter() - started)
+    mlflow.log_param("interval_method", calibration.method)
+    for method, scores in calibration.report["candidates"].items():
+        mlflow.log_metrics({f"interval_cv_{method}_{k}": v for k, v in scores.items()})
+    return calibration
+
+
+def _log_model(cfg: DictConfig, fitted, rules: ValidationRules, workdir: Path, calibration=None):
     from valuation.packaging import log_valuation_model
 
     metadata = {
@@ -108,7 +127,7 @@ def _log_model(cfg: DictConfig, fitted, rules: ValidationRules, workdir: Path):
         "estimator": cfg.model.estimator,
         "feature_names": list(fitted.encoder.feature_names),
     }
-    return log_valuation_model(fitted, rules, cfg.model.estimator, workdir, metadata)
+    return log_valuation_model(fitted, rules, cfg.model.estimator, workdir, metadata, calibration)
 
 
 def main() -> None:

@@ -18,7 +18,9 @@ import mlflow
 
 from valuation import model_runtime
 from valuation.model_runtime.bundle import save_bundle
+from valuation.model_runtime.extras import METADATA_KEY, PARAMS_DEFAULTS, available_extras
 from valuation.model_runtime.fitted import FittedModel
+from valuation.model_runtime.intervals import IntervalCalibration
 from valuation.model_runtime.pyfunc import BUNDLE_ARTIFACT
 from valuation.model_runtime.schema import EXAMPLE_ROW, FEATURES
 from valuation.model_runtime.validation import ValidationRules
@@ -84,13 +86,15 @@ def log_valuation_model(
     estimator_key: str,
     workdir: Path,
     metadata: dict[str, Any],
+    calibration: IntervalCalibration | None = None,
 ) -> mlflow.models.model.ModelInfo:
     """Log the pyfunc with signature, input example, pinned requirements and code_paths.
 
     The signature comes from ValuationModel.predict's type hints; MLflow checks the input example
-    against it by predicting it at log time.
+    against it by predicting it at log time. The example's params (PARAMS_DEFAULTS, nothing asked)
+    become the signature's params schema, so the model server accepts `params` for the extras.
     """
-    bundle = save_bundle(fitted, rules, estimator_key, workdir / BUNDLE_ARTIFACT)
+    bundle = save_bundle(fitted, rules, estimator_key, workdir / BUNDLE_ARTIFACT, calibration)
     example = {name: EXAMPLE_ROW[name] for name in FEATURES}
     if example["sector"] not in rules.sectors:  # a model trained without that sector
         example["sector"] = rules.sectors[0]
@@ -101,9 +105,10 @@ def log_valuation_model(
             python_model=str(package / MODEL_CODE_FILE),
             artifacts={BUNDLE_ARTIFACT: str(bundle)},
             code_paths=[str(package)],
-            input_example=[example],
+            input_example=([example], dict(PARAMS_DEFAULTS)),
             pip_requirements=list(model_requirements()),
-            metadata={"validation_rules": rules.to_dict(), **metadata},
+            metadata={"validation_rules": rules.to_dict(),
+                      METADATA_KEY: available_extras(fitted, calibration), **metadata},
         )
 
 

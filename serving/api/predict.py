@@ -11,6 +11,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request, Response
 
 from serving.api import deps
+from serving.api import extras as predict_extras
 from serving.api.auth import require
 from serving.api.errors import AUTH_ERRORS, error_responses
 from serving.api.observability import request_id_of
@@ -34,8 +35,9 @@ router = APIRouter(tags=["predict"])
     ),
     responses=error_responses({
         **AUTH_ERRORS,
-        403: "The key's role may not predict",
+        403: "The key's role may not predict (or may not see comparables)",
         404: "Unknown model, or version/alias not served",
+        409: "The served version cannot give an asked extra (e.g. no interval calibration)",
         422: "Rows that break the model's rules, or a body that is not a request",
         502: "The model server failed or answered something that is not a list of prices",
         503: "No model served, or its server is down",
@@ -50,10 +52,12 @@ async def predict(
 ) -> Response:
     started = time.perf_counter()
     trace: dict[str, Any] = {}
+    extras = predict_extras.requested(body, settings.predict_extras)
+    predict_extras.require_comparables(request, key, extras)
     try:
         priced = await price_request(request, settings, model_name=body.model_name,
                                      rows=body.features, version=body.version, alias=body.alias,
-                                     trace=trace)
+                                     trace=trace, extras=extras)
     except Exception as error:  # audited with its status, then answered as before
         audit_refused(request, key, started, trace, body.model_name, body.features, error)
         raise
@@ -63,6 +67,7 @@ async def predict(
         "model_version": priced.served.version,
         "request_id": request_id_of(request),
         "predictions": priced.predictions,
+        **priced.extra_fields,
     }
     if priced.degraded_reason is not None:
         payload.update(degraded=True, served_version=priced.served.version,

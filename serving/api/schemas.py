@@ -155,13 +155,55 @@ class PredictRequest(_Strict):
     )
     version: str | None = Field(None, description="Serve this registered version (optional)")
     alias: str | None = Field(None, description="Serve the version behind this alias (optional)")
+    interval: float | None = Field(
+        None, ge=0.5, le=0.99,
+        description="Ask for a price interval at this coverage level (0.5 to 0.99): `intervals` "
+        "gets one {lower, upper, level} in UF per row")
+    explain: bool = Field(
+        False, description="Ask why: `explanations` gets per row a base and one contribution per "
+        "input plus `similar_listings`, adding up to log(price) (exp(c) is each part's factor)")
+    comparables: int = Field(
+        0, ge=0, le=10,
+        description="Ask for the k most similar training listings behind each price (needs the "
+        "`comparables` capability, admin keys by default)")
 
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [SPEC_PREDICT_BODY, {**SPEC_PREDICT_BODY, "alias": "champion"}]
+            "examples": [SPEC_PREDICT_BODY, {**SPEC_PREDICT_BODY, "alias": "champion"},
+                         {**SPEC_PREDICT_BODY, "interval": 0.8, "explain": True}]
         },
     )
+
+
+class PriceInterval(BaseModel):
+    lower: float = Field(description="UF")
+    upper: float = Field(description="UF")
+    level: float = Field(description="Coverage the interval is calibrated for")
+
+
+class PriceExplanation(BaseModel):
+    space: Literal["log_price"] = Field(
+        description="base + sum(contributions) = log(price in UF); exp(c) is the factor each part "
+        "multiplies the price by")
+    base: float = Field(description="The model's expected log price over its training listings")
+    contributions: dict[str, float] = Field(
+        description="One per input (engineered features folded back onto them) and "
+        "`similar_listings` (how far blending in the most similar listings moved the log price)")
+
+
+class ComparableListing(BaseModel):
+    type: str
+    sector: str
+    net_usable_area: float
+    net_area: float
+    n_rooms: float
+    n_bathroom: float
+    latitude: float
+    longitude: float
+    price: float = Field(description="UF")
+    distance: float = Field(description="In the similarity space: 1 unit is 200 m, or 8 % of "
+                            "usable area, 10 % of total area, 2 rooms, 4 bathrooms")
 
 
 class PredictResponse(BaseModel):
@@ -173,6 +215,13 @@ class PredictResponse(BaseModel):
                            "another loaded version answered (see served_version)")
     served_version: str | None = Field(None, description="The version that answered, when degraded")
     degraded_reason: str | None = None
+    intervals: list[PriceInterval] | None = Field(
+        None, description="When `interval` was asked (or config gives one): one per row")
+    explanations: list[PriceExplanation] | None = Field(
+        None, description="When `explain` was asked: one per row")
+    comparables: list[list[ComparableListing]] | None = Field(
+        None, description="When `comparables` was asked: per row, the k most similar training "
+        "listings, nearest first (the first ones are those the price blends in)")
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -182,7 +231,18 @@ class PredictResponse(BaseModel):
                     "model_version": "3",
                     "request_id": _REQUEST_ID_EXAMPLE,
                     "predictions": [21034.7],
-                }
+                },
+                {
+                    "model_name": "property_friends_best_model",
+                    "model_version": "3",
+                    "request_id": _REQUEST_ID_EXAMPLE,
+                    "predictions": [21034.7],
+                    "intervals": [{"lower": 18100.2, "upper": 24420.9, "level": 0.8}],
+                    "explanations": [{"space": "log_price", "base": 8.71, "contributions": {
+                        "type": 0.12, "sector": 0.35, "net_usable_area": 0.41, "net_area": 0.08,
+                        "n_rooms": -0.02, "n_bathroom": 0.05, "latitude": 0.09,
+                        "longitude": 0.11, "similar_listings": 0.06}}],
+                },
             ]
         }
     )

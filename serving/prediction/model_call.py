@@ -39,6 +39,11 @@ async def call_model_server(
     """POST the rows (`{"inputs": [row, ...]}`, the form a type-hinted pyfunc takes without
     building a DataFrame) and return one price per row, in order."""
     payload = orjson.dumps({"inputs": [{name: row[name] for name in FEATURES} for row in rows]})
+    return _predictions(await post_invocation(client, served, payload), len(rows), served.version)
+
+
+async def post_invocation(client: ModelServerClient, served: ServedModel, payload: bytes) -> UpstreamAnswer:
+    """POST a body to the model server's /invocations; its answer when 200, else the failure."""
     url = f"{served.base_url}/invocations"
     try:
         answer = await client.post_json(url, payload)
@@ -56,7 +61,7 @@ async def call_model_server(
         log.error("model_server_error", url=url, status=answer.status_code, body=answer.text[:500])
         raise PricingFailure(502, f"model version {served.version} failed ({answer.status_code}): "
                                   f"{_upstream_message(answer)}", "upstream_error")
-    return _predictions(answer, len(rows), served.version)
+    return answer
 
 
 def _upstream_message(answer: UpstreamAnswer) -> str:

@@ -13,18 +13,19 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
 
 from serving.api import deps
+from serving.api import extras as predict_extras
 from serving.api.audit import audit, error_detail
 from serving.api.errors import api_error, invalid
 from serving.keys.records import KeyRecord
 from serving.logging import get_logger
 from serving.model_servers.served import ServedModel
-from serving.prediction.model_call import PricingFailure
+from serving.prediction.model_call import PricingFailure, post_invocation
 from serving.prediction.rows import row_errors
 from serving.settings import ServingSettings
 
@@ -39,11 +40,16 @@ class PricedRequest:
     cached_rows: list[int]  # indices of the rows answered from the prediction cache
     degraded_reason: str | None  # set when another loaded version answered for the champion
     latency_ms: float
+    # Intervals, explanations, comparables (serving/api/extras.py): response field -> one per row,
+    # and what the audit line keeps of them.
+    extra_fields: dict[str, list[Any]] = field(default_factory=dict)
+    extras_audit: dict[str, Any] | None = None
 
 
 async def price_request(
     request: Request, settings: ServingSettings, *, model_name: str, rows: Sequence[Any],
     version: str | None, alias: str | None, trace: dict[str, Any],
+    extras: predict_extras.Extras | None = None,
 ) -> PricedRequest:
     """Price `rows` with the version the request asks for (the champion by default). Raises an
     HTTPException (404, 422, 502, 503, 504) the route renders. `trace` gets `model_name` and
@@ -62,6 +68,9 @@ async def price_request(
             _count(request, served.version, "invalid")
             raise api_error(422, errors)
         try:
+            if extras is not None and extras.any and (extras := predict_extras.for_model(extras, served)).any:
+                # Asked extras bypass the cache and the batcher: one call with the request's params.
+                return await _price_with_extras(request, served, rows, extras, degraded_reason, started)
             priced = await request.app.state.pricing.price(served, rows)
         except PricingFailure as failure:
             _count(request, served.version, failure.outcome)
@@ -76,6 +85,21 @@ async def price_request(
                          latency_ms)
 
 
+async def _price_with_extras(request: Request, served: ServedModel, rows: Sequence[dict[str, Any]],
+                             extras: predict_extras.Extras, degraded_reason: str | None,
+                             started: float) -> PricedRequest:
+    answer = await post_invocation(deps.http_client(request), served,
+                                   predict_extras.invocation_body(rows, extras))
+    prices, fields = predict_extras.parse_answer(answer, len(rows), served.version, extras)
+    latency_ms = round((time.perf_counter() - started) * 1000, 3)
+    log.info("prediction", model_name=served.name, model_version=served.version, n_rows=len(prices),
+             extras=extras.names(), latency_ms=latency_ms)
+    _count(request, served.version, "ok")
+    deps.metrics(request).predictions.labels(served.version).inc(len(prices))
+    return PricedRequest(served, rows, prices, [], degraded_reason, latency_ms, fields,
+                         predict_extras.audit_fields(extras, fields))
+
+
 def audit_priced(request: Request, key: KeyRecord, started: float, priced: PricedRequest) -> None:
     """The audit line of a priced request; rows answered from the prediction cache are named."""
     cache = None
@@ -84,7 +108,7 @@ def audit_priced(request: Request, key: KeyRecord, started: float, priced: Price
                  "misses": len(priced.predictions) - len(priced.cached_rows)}
     audit(request, "predict", 200, key, started, model_name=priced.served.name,
           model_version=priced.served.version, inputs=priced.rows, outputs=priced.predictions,
-          detail=priced.degraded_reason, cache=cache)
+          detail=priced.degraded_reason, cache=cache, extras=priced.extras_audit)
 
 
 def audit_refused(request: Request, key: KeyRecord, started: float, trace: dict[str, Any],

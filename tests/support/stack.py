@@ -224,6 +224,23 @@ def stack_client(stack: RunningStack) -> Iterator[httpx.Client]:
         yield http
 
 
+def operator_key(stack: RunningStack, owner: str, role: str) -> str:
+    """A key made with the operator's CLI (`valuation keys create`) against the stack's Vault;
+    the proxy learns it within its key-table refresh."""
+    import json
+
+    state = json.loads((stack.state_dir / "stack.json").read_text())
+    env = {**stack.env, "VAULT_ADDR": state["endpoints"]["vault"],
+           "VAULT_APPROLE_FILE": state["approle_file"]}
+    created = subprocess.run(
+        [str(Path(sys.executable).parent / "valuation"), "keys", "create", "--owner", owner,
+         "--role", role],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert created.returncode == 0, created.stderr
+    return created.stdout.split()[-1]
+
+
 def wait_for_job(client: httpx.Client, headers: dict[str, str], job_id: str) -> dict:
     """Poll /job_status until the job ends; its last status."""
     deadline = time.monotonic() + TRAINING_TIMEOUT_S

@@ -8,16 +8,21 @@ from pathlib import Path
 
 from .features import FeatureEncoder
 from .fitted import FittedModel
+from .intervals import IntervalCalibration
 from .storage import load_estimator, save_estimator
 from .validation import ValidationRules
 
 RULES_FILE = "validation_rules.json"
 MODEL_FILE = "model.json"
+INTERVALS_DIR = "intervals"  # absent in models trained before intervals existed
 
 
-def save_bundle(fitted: FittedModel, rules: ValidationRules, estimator_key: str, directory: Path) -> Path:
+def save_bundle(fitted: FittedModel, rules: ValidationRules, estimator_key: str, directory: Path,
+                calibration: IntervalCalibration | None = None) -> Path:
     """Write everything the pyfunc needs into `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
+    if calibration is not None:
+        calibration.save(directory / INTERVALS_DIR)
     fitted.encoder.save(directory / "encoder")
     save_estimator(fitted.estimator, directory / "estimator", estimator_key)
     (directory / MODEL_FILE).write_text(
@@ -36,3 +41,9 @@ def load_bundle(directory: Path) -> tuple[FittedModel, ValidationRules]:
     )
     rules = ValidationRules.from_dict(json.loads((directory / RULES_FILE).read_text()))
     return fitted, rules
+
+
+def load_calibration(directory: Path) -> IntervalCalibration | None:
+    """The bundle's interval calibration, or None for a model trained without one."""
+    found = directory / INTERVALS_DIR
+    return IntervalCalibration.load(found) if found.is_dir() else None

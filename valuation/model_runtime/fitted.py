@@ -31,6 +31,21 @@ def check_transform(name: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class PriceParts:
+    """How a price is made, per row: the estimator's matrix and raw output (`estimate`, in the
+    target transform's space), its price in log UF, the similar listings' log price (None when the
+    model does not blend) and the final log price (the blend; the price is exp of it, floored at
+    MIN_PRICE_FOR_BLEND UF for a raw-target estimator that predicts <= 1 UF)."""
+
+    matrix: np.ndarray
+    estimate: np.ndarray
+    model_log_price: np.ndarray
+    similar_log_price: np.ndarray | None
+    log_price: np.ndarray
+    price: np.ndarray  # what predict_columns answers
+
+
 @dataclass
 class FittedModel:
     """Everything needed to price validated rows; stored by model_runtime.bundle without pickle."""
@@ -54,6 +69,24 @@ class FittedModel:
             log_price = np.log(np.maximum(prices, MIN_PRICE_FOR_BLEND))
             prices = np.exp((1.0 - weight) * log_price + weight * self.encoder.similar_log_price(columns))
         return np.clip(prices, 0.0, None)
+
+    def price_parts(self, columns: Mapping[str, np.ndarray]) -> PriceParts:
+        """The parts `predict_columns` combines, kept apart for intervals and explanations (the
+        plain path does not build them)."""
+        matrix = self.encoder.transform(columns)
+        raw = np.asarray(self._estimate(matrix), dtype=np.float64).reshape(-1)
+        prices = TARGET_TRANSFORMS[self.target_transform][1](raw)
+        model_log = np.log(np.maximum(prices, MIN_PRICE_FOR_BLEND))
+        weight = self.encoder.similar_weight
+        similar_log = self.encoder.similar_log_price(columns) if weight > 0 else None
+        if similar_log is not None:
+            log_price = (1.0 - weight) * model_log + weight * similar_log
+            prices = np.exp(log_price)
+        else:
+            log_price = model_log
+        return PriceParts(matrix=matrix, estimate=raw, model_log_price=model_log,
+                          similar_log_price=similar_log, log_price=log_price,
+                          price=np.clip(prices, 0.0, None))
 
     def _estimate(self, matrix: np.ndarray) -> np.ndarray:
         return _predict_small_batches_single_threaded(self.estimator, matrix)

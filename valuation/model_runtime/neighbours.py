@@ -7,7 +7,8 @@ with the gradient-boosting price (in log space) it cuts the error of either alon
 bench/results/quality.md).
 
 The reference set is the training rows only, kept as npz arrays; KD-trees are rebuilt at load time
-(milliseconds) rather than pickled.
+(milliseconds) rather than pickled. The listings themselves (eight features and price) are stored
+beside their points, so a prediction can show the comparables it rests on.
 """
 
 from __future__ import annotations
@@ -52,19 +53,31 @@ def similarity_space(columns: Mapping[str, np.ndarray], scales: np.ndarray) -> n
     return points
 
 
-class _Reference:
-    """The training listings of one type: points, log prices and their KD-tree."""
+# Columns of the stored listings (one float matrix per type): what a comparable shows the client.
+LISTING_COLUMNS: tuple[str, ...] = (
+    "sector", "net_usable_area", "net_area", "n_rooms", "n_bathroom", "latitude", "longitude", "price",
+)
 
-    def __init__(self, points: np.ndarray, log_price: np.ndarray):
+
+class _Reference:
+    """The training listings of one type: points, log prices and their KD-tree; `listings` (their
+    eight features and price, sector as a code into `SimilarListings.sectors`) when the model
+    stored them (models trained before comparables did not)."""
+
+    def __init__(self, points: np.ndarray, log_price: np.ndarray, listings: np.ndarray | None = None):
         self.points = points
         self.log_price = log_price
+        self.listings = listings
         self.tree = cKDTree(points)
 
-    def log_price_of(self, points: np.ndarray, k: int, softening: float) -> np.ndarray:
+    def nearest(self, points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(distance, index), each rows x min(k, listings), nearest first."""
         k = min(k, len(self.log_price))
         distance, index = self.tree.query(points, k=k)
-        distance = distance.reshape(len(points), k)
-        index = index.reshape(len(points), k)
+        return distance.reshape(len(points), k), index.reshape(len(points), k)
+
+    def log_price_of(self, points: np.ndarray, k: int, softening: float) -> np.ndarray:
+        distance, index = self.nearest(points, k)
         weight = 1.0 / (distance + softening)
         return (weight * self.log_price[index]).sum(axis=1) / weight.sum(axis=1)
 
@@ -73,13 +86,14 @@ class SimilarListings:
     """k-NN log price among training listings of the same type."""
 
     def __init__(self, k: int, scales: np.ndarray, softening: float,
-                 references: dict[str, _Reference]):
+                 references: dict[str, _Reference], sectors: tuple[str, ...] = ()):
         if k < 1:
             raise ValueError(f"similar listings need k >= 1, got {k}")
         self.k = k
         self.scales = np.asarray(scales, dtype=np.float64)
         self.softening = float(softening)
         self.references = references
+        self.sectors = sectors  # vocabulary of the stored listings' sector codes
 
     @classmethod
     def fit(cls, columns: Mapping[str, np.ndarray], y: np.ndarray, k: int) -> SimilarListings:
@@ -89,12 +103,14 @@ class SimilarListings:
         scales = np.array(list(DEFAULT_SCALES.values()))
         points = similarity_space(columns, scales)
         log_price = np.log(y)
+        sectors = tuple(sorted(set(columns["sector"].tolist())))
+        listings = _listing_matrix(columns, y, sectors)
         references = {
-            kind: _Reference(points[mask], log_price[mask])
+            kind: _Reference(points[mask], log_price[mask], listings[mask])
             for kind in TYPES
             if (mask := columns["type"] == kind).any()
         }
-        return cls(k, scales, DEFAULT_SOFTENING, references)
+        return cls(k, scales, DEFAULT_SOFTENING, references, sectors)
 
     def log_price(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
         """Weighted mean log price of the k most similar training listings of the row's type."""
@@ -107,6 +123,45 @@ class SimilarListings:
             mask = types == kind
             out[mask] = self._reference(kind).log_price_of(points[mask], self.k, self.softening)
         return out
+
+    def nearest_distance(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Distance (similarity units) from each row to its most similar training listing: how
+        familiar the row is, which the interval's error model reads."""
+        types = columns["type"]
+        points = similarity_space(columns, self.scales)
+        out = np.empty(len(types), dtype=np.float64)
+        for kind in set(types.tolist()):
+            mask = types == kind
+            out[mask] = self._reference(kind).nearest(points[mask], 1)[0][:, 0]
+        return out
+
+    @property
+    def has_listings(self) -> bool:
+        """Whether the model stored the listings themselves (what comparables show)."""
+        return bool(self.references) and all(r.listings is not None for r in self.references.values())
+
+    def comparables(self, columns: Mapping[str, np.ndarray], k: int) -> list[list[dict[str, object]]]:
+        """Per row, the k most similar training listings of its type (the first `self.k` are the
+        ones the price blend used): eight features, price (UF) and distance in similarity units."""
+        if not self.has_listings:
+            raise ValueError("this model did not store its training listings (trained before "
+                             "comparables existed)")
+        types = columns["type"]
+        points = similarity_space(columns, self.scales)
+        found: list[list[dict[str, object]]] = []
+        for row, kind in enumerate(types.tolist()):
+            reference = self._reference(kind)
+            distance, index = reference.nearest(points[row:row + 1], k)
+            found.append([self._listing(kind, reference.listings[i], d)
+                          for i, d in zip(index[0].tolist(), distance[0].tolist(), strict=True)])
+        return found
+
+    def _listing(self, kind: str, values: np.ndarray, distance: float) -> dict[str, object]:
+        listing: dict[str, object] = {"type": kind}
+        for name, value in zip(LISTING_COLUMNS, values.tolist(), strict=True):
+            listing[name] = self.sectors[int(value)] if name == "sector" else value
+        listing["distance"] = round(float(distance), 6)
+        return listing
 
     def _reference(self, kind: str) -> _Reference:
         try:
@@ -124,6 +179,10 @@ class SimilarListings:
         for kind, ref in self.references.items():
             stored[f"similar.{kind}.points"] = ref.points
             stored[f"similar.{kind}.log_price"] = ref.log_price
+            if ref.listings is not None:
+                stored[f"similar.{kind}.listings"] = ref.listings
+        if self.sectors:
+            stored["similar.sectors"] = np.array(self.sectors, dtype=str)  # unicode: no pickle
         return stored
 
     @classmethod
@@ -131,9 +190,23 @@ class SimilarListings:
         if "similar.scales" not in arrays:
             raise ValueError("the stored encoder has no similar-listing arrays")
         references = {
-            kind: _Reference(arrays[f"similar.{kind}.points"], arrays[f"similar.{kind}.log_price"])
+            kind: _Reference(arrays[f"similar.{kind}.points"], arrays[f"similar.{kind}.log_price"],
+                             arrays.get(f"similar.{kind}.listings"))
             for kind in TYPES
             if f"similar.{kind}.points" in arrays
         }
         k, softening = arrays["similar.k_softening"]
-        return cls(int(k), arrays["similar.scales"], float(softening), references)
+        sectors = tuple(arrays["similar.sectors"].tolist()) if "similar.sectors" in arrays else ()
+        return cls(int(k), arrays["similar.scales"], float(softening), references, sectors)
+
+
+def _listing_matrix(columns: Mapping[str, np.ndarray], price: np.ndarray,
+                    sectors: tuple[str, ...]) -> np.ndarray:
+    """The listings as floats in LISTING_COLUMNS order (sector as its code in `sectors`)."""
+    code = {name: i for i, name in enumerate(sectors)}
+    matrix = np.empty((len(price), len(LISTING_COLUMNS)), dtype=np.float64)
+    matrix[:, 0] = [code[name] for name in columns["sector"].tolist()]
+    for j, name in enumerate(LISTING_COLUMNS[1:-1], start=1):
+        matrix[:, j] = np.asarray(columns[name], dtype=np.float64)
+    matrix[:, -1] = price
+    return matrix

@@ -15,7 +15,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from pydantic import BaseModel, create_model
 
-from .bundle import load_bundle
+from .bundle import load_bundle, load_calibration
+from .extras import ExtrasAsked, predict_with_extras
 from .schema import FEATURES
 from .validation import FieldError, RowValidationError
 
@@ -43,16 +44,25 @@ class ValuationModel(mlflow.pyfunc.PythonModel):
     """
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        self.fitted, self.rules = load_bundle(Path(context.artifacts[BUNDLE_ARTIFACT]))
+        bundle = Path(context.artifacts[BUNDLE_ARTIFACT])
+        self.fitted, self.rules = load_bundle(bundle)
+        self.calibration = load_calibration(bundle)
 
     def predict(self, model_input: list[PropertyRow], params: dict[str, Any] | None = None) -> list[float]:
+        """Prices in UF; with `params` asking for extras (valuation/model_runtime/extras.py), one
+        object per row instead (the declared list[float] is the plain answer)."""
         records = [row if isinstance(row, Mapping) else vars(row) for row in model_input]
         try:
+            asked = ExtrasAsked.from_params(params)
             columns = self.rules.validate_records(records)
+            if asked.any:
+                return predict_with_extras(self.fitted, self.calibration, columns, asked)
         except RowValidationError as error:
             # INVALID_PARAMETER_VALUE makes `mlflow models serve` answer 400 with this message.
             raise MlflowException(str(_as_given(error, model_input)),
                                   error_code=INVALID_PARAMETER_VALUE) from error
+        except ValueError as error:  # a param out of range, or an extra this model cannot give
+            raise MlflowException(str(error), error_code=INVALID_PARAMETER_VALUE) from error
         return self.fitted.predict_columns(columns).tolist()
 
 

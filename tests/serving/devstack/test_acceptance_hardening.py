@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from serving.api.schemas import SPEC_BEST_MODEL_BODY, SPEC_PREDICT_BODY, SPEC_TRAIN_BODY
-from tests.support.stack import RunningStack, champion_through_api
+from tests.support.stack import RunningStack, champion_through_api, operator_key
 
 pytestmark = pytest.mark.slow
 
@@ -49,16 +49,7 @@ def stack_env() -> dict[str, str]:
 def predict_key(stack: RunningStack, stack_client: httpx.Client) -> str:
     """A `predict` key created with the operator's CLI against the stack's Vault, once the proxy
     knows it (until its next key-table refresh it answers 401)."""
-    state = json.loads((stack.state_dir / "stack.json").read_text())
-    env = {**stack.env, "VAULT_ADDR": state["endpoints"]["vault"],
-           "VAULT_APPROLE_FILE": state["approle_file"]}
-    created = subprocess.run(
-        [str(Path(sys.executable).parent / "valuation"), "keys", "create",
-         "--owner", "acceptance", "--role", "predict"],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
-    )
-    assert created.returncode == 0, created.stderr
-    key = created.stdout.split()[-1]
+    key = operator_key(stack, "acceptance", "predict")
     deadline = time.monotonic() + KEY_KNOWN_TIMEOUT_S
     # /train refuses this role before counting the request, so waiting costs no rate budget.
     while stack_client.post("/train", json=SAMPLE_TRAIN_BODY, headers=stack.headers(key)).status_code == 401:
