@@ -36,6 +36,7 @@ from serving.api.observability import ProxyMetrics, RequestContextMiddleware
 from serving.logging import configure_logging, get_logger
 from serving.monitoring.metrics import MonitoringCollector
 from serving.prediction.service import PricingMetrics, PricingService
+from serving.prediction_store.proxy import start_store
 from serving.ratelimit import RateLimiter
 from serving.settings import ServingSettings, get_settings
 from serving.ui import install_ui
@@ -91,6 +92,8 @@ def create_app(
             app.state.http = await stack.enter_async_context(ModelServerClient(typed))
             app.state.pricing = await stack.enter_async_context(
                 PricingService.open(typed, config, app.state.http, app.state.pricing_metrics))
+            app.state.prediction_store = await start_store(typed.prediction_store,
+                                                           app.state.metrics.registry, stack)
             log.info("proxy_started", model=typed.registry.model_name, queue=typed.jobs.queue,
                      key_store=getattr(app.state.key_store, "backend", "custom"))
             yield

@@ -1,0 +1,36 @@
+"""The store's database: a SQLAlchemy engine for `prediction_store.url`.
+
+SQLite (the embedded default) is shared by several processes (proxy replicas, the worker, the
+CLI): it runs in WAL mode, so readers never block the writer, and waits for a lock instead of
+failing at once. Foreign keys are switched on, as PostgreSQL always has them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def open_engine(url: str, connect_timeout_s: int = 5) -> Engine:
+    """An engine for `url`; nothing is connected yet. `connect_timeout_s` bounds a connection
+    attempt to a server, so a store that is down fails fast instead of holding a writer."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    connect_args: dict[str, Any] = {}
+    if url.startswith(("postgresql", "postgres")):
+        connect_args["connect_timeout"] = connect_timeout_s
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
