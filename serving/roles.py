@@ -27,6 +27,7 @@ class Capability(StrEnum):
     MODEL_RULES = "model_rules"  # GET /model_rules: what a row may hold (the /ui form)
     RECENT_JOBS = "recent_jobs"  # GET /jobs: every key's recent training jobs (/ui/ops)
     RQ_DASHBOARD = "rq_dashboard"  # the RQ dashboard mounted at /rq (queues, workers, jobs)
+    FEEDBACK = "feedback"  # POST /feedback: observed prices (ground truth)
 
 
 ROLES: tuple[str, ...] = tuple(role.value for role in Role)
@@ -35,7 +36,7 @@ CAPABILITIES: tuple[str, ...] = tuple(capability.value for capability in Capabil
 ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
     Role.PREDICT: frozenset({Capability.PREDICT, Capability.MODEL_RULES}),
     Role.TRAIN: frozenset({Capability.PREDICT, Capability.MODEL_RULES, Capability.TRAIN,
-                           Capability.JOB_STATUS}),
+                           Capability.JOB_STATUS, Capability.FEEDBACK}),
     Role.ADMIN: frozenset(Capability),
 }
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, select
+from sqlalchemy.exc import OperationalError
 
 from serving.prediction_store.rows import feature_values, insert_ignoring_duplicates
 from serving.prediction_store.tables import OBSERVATION_KINDS, Observation, Prediction
@@ -74,6 +75,10 @@ class FeedbackRejected(ValueError):
         super().__init__("; ".join(f"row {e.row}, field {e.field}: {e.message}" for e in self.errors[:10]))
 
 
+class StoreUnavailable(RuntimeError):
+    """The store's database cannot be reached or used right now (503)."""
+
+
 class UnknownRequest(LookupError):
     """A request id no stored prediction has (404)."""
 
@@ -128,7 +133,17 @@ def record(engine: Engine, observations: Sequence[CheckedObservation], key_id: s
            flush: Callable[[], Any] | None = None) -> Outcome:
     """Match and store `observations` in one transaction: all or nothing. Raises UnknownRequest
     when a request id has no stored prediction (after `flush`, which writes the predictions the
-    proxy still buffers), FeedbackRejected when a row index is beyond its request's rows."""
+    proxy still buffers), FeedbackRejected when a row index is beyond its request's rows,
+    StoreUnavailable when the database cannot be reached."""
+    try:
+        return _record(engine, observations, key_id, flush)
+    except OperationalError as error:
+        raise StoreUnavailable("the prediction store cannot be reached right now; retry shortly "
+                               f"({type(error.orig).__name__})") from error
+
+
+def _record(engine: Engine, observations: Sequence[CheckedObservation], key_id: str | None,
+            flush: Callable[[], Any] | None) -> Outcome:
     received_at = datetime.now(UTC)
     with engine.connect() as connection:
         matches, missing = _by_reference(connection, observations)

@@ -60,6 +60,14 @@ def check_current(engine: Engine) -> None:
             "run `valuation store upgrade` (or set prediction_store.migrate_on_start)")
 
 
+def prepare(engine: Engine, migrate_on_start: bool) -> None:
+    """What a process does before using the store: upgrade it, or check it is current."""
+    if migrate_on_start:
+        upgrade(engine)
+    else:
+        check_current(engine)
+
+
 @contextlib.contextmanager
 def _migration_lock(engine: Engine) -> Iterator[None]:
     if engine.dialect.name == "postgresql":

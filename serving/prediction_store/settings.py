@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from omegaconf import OmegaConf
 from pydantic import BaseModel, ConfigDict, Field
 
 from valuation.config import resolve_path
@@ -32,6 +35,12 @@ class PredictionStoreSettings(BaseModel):
     @property
     def database_url(self) -> str:
         return database_url(self.url)
+
+
+def store_settings(config: Any) -> PredictionStoreSettings:
+    """The typed `prediction_store:` section of a composed serving config."""
+    return PredictionStoreSettings.model_validate(OmegaConf.to_container(config.prediction_store,
+                                                                         resolve=True))
 
 
 def database_url(configured: str | None) -> str:

@@ -163,10 +163,7 @@ class PredictionWriter:
         """Bring the schema to the code's revision (`migrate_on_start`) or check it is there.
         The writer does it before its first batch if the proxy's start-up could not."""
         try:
-            if self.settings.migrate_on_start:
-                migrate.upgrade(self.engine)
-            else:
-                migrate.check_current(self.engine)
+            migrate.prepare(self.engine, self.settings.migrate_on_start)
         except (OperationalError, DBAPIError) as error:
             if _unreachable(error):
                 raise Unreachable() from error
