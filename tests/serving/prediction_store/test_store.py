@@ -113,7 +113,8 @@ def test_feedback_is_matched_recorded_once_and_joined_to_every_alias(engine: Eng
     assert count(engine, Observation.__table__) == 3
 
     labelled = labelled_rows(engine, since=T0, until=T0 + timedelta(minutes=1))
-    assert sorted(zip(labelled.served_alias, labelled.price)) == [("champion", 20000), ("shadow", 19000)]
+    pairs = sorted(zip(labelled.served_alias, labelled.price, strict=True))
+    assert pairs == [("champion", 20000), ("shadow", 19000)]
     assert set(labelled.observed_price) == {21500}
     assert len(feedback_rows(engine)) == 3
 
