@@ -131,10 +131,11 @@ def check(raw: Any, row: int, rules: ValidationRules | None, now: datetime | Non
 
 def record(engine: Engine, observations: Sequence[CheckedObservation], key_id: str | None,
            flush: Callable[[], Any] | None = None) -> Outcome:
-    """Match and store `observations` in one transaction: all or nothing. Raises UnknownRequest
-    when a request id has no stored prediction (after `flush`, which writes the predictions the
-    proxy still buffers), FeedbackRejected when a row index is beyond its request's rows,
-    StoreUnavailable when the database cannot be reached."""
+    """Match and store `observations` in one transaction: all or nothing. `flush` writes the
+    predictions the proxy still buffers: called before matching features, and before a request
+    id is declared unknown. Raises UnknownRequest when a request id has no stored prediction,
+    FeedbackRejected when a row index is beyond its request's rows, StoreUnavailable when the
+    database cannot be reached."""
     try:
         return _record(engine, observations, key_id, flush)
     except OperationalError as error:
@@ -145,6 +146,8 @@ def record(engine: Engine, observations: Sequence[CheckedObservation], key_id: s
 def _record(engine: Engine, observations: Sequence[CheckedObservation], key_id: str | None,
             flush: Callable[[], Any] | None) -> Outcome:
     received_at = datetime.now(UTC)
+    if flush is not None and any(o.features is not None for o in observations):
+        flush()  # the latest prediction of a row may still be in the proxy's buffer
     with engine.connect() as connection:
         matches, missing = _by_reference(connection, observations)
         if missing and flush is not None:
