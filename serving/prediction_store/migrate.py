@@ -20,6 +20,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, text
 
 SCRIPT_LOCATION = str(Path(__file__).resolve().parent / "migrations")
+# Not Alembic's default `alembic_version`: the store may share a database with MLflow's backend
+# store (docker compose does), which keeps its own Alembic revision there.
+VERSION_TABLE = "prediction_store_version"
 # pg_advisory_lock's key: any constant the project does not use for something else.
 ADVISORY_LOCK_KEY = 0x76616C7374  # "valst"
 
@@ -41,7 +44,8 @@ def head_revision() -> str:
 
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}
+                                          ).get_current_revision()
 
 
 def upgrade(engine: Engine, revision: str = "head") -> str | None:

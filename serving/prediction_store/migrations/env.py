@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from alembic import context
 
+from serving.prediction_store.migrate import VERSION_TABLE
 from serving.prediction_store.tables import Base
 
 connection = context.config.attributes["connection"]
 context.configure(
     connection=connection,
     target_metadata=Base.metadata,
+    version_table=VERSION_TABLE,
     render_as_batch=connection.dialect.name == "sqlite",  # SQLite alters tables by copying them
     compare_type=True,
 )

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, func, inspect, select
 
 from serving.prediction_store import feedback
-from serving.prediction_store.migrate import current_revision, head_revision, upgrade
+from serving.prediction_store.migrate import VERSION_TABLE, current_revision, head_revision, upgrade
 from serving.prediction_store.queries import (
     apply_retention,
     feedback_rows,
@@ -55,8 +55,9 @@ def test_migrations_build_exactly_the_models_and_run_twice(engine: Engine) -> No
     assert current_revision(engine) == head_revision()
     assert upgrade(engine) == head_revision()  # a second start changes nothing
     with engine.connect() as connection:
-        differences = compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}),
-                                       Base.metadata)
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "version_table": VERSION_TABLE})
+        differences = compare_metadata(context, Base.metadata)
     assert differences == []
     indexes = {index["name"]: index["column_names"] for index in inspect(engine).get_indexes("predictions")}
     assert indexes["ix_predictions_created_at_model_version"] == ["created_at", "model_version"]
