@@ -48,9 +48,14 @@ class RecordedObservation(BaseModel):
 
 
 class FeedbackResponse(BaseModel):
-    recorded: int
-    duplicates: int
-    observations: list[RecordedObservation]
+    recorded: int = Field(description="Observations new to the store")
+    duplicates: int = Field(description="Observations it already held (nothing changed)")
+    observations: list[RecordedObservation] = Field(description="One per observation, in order")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "recorded": 1, "duplicates": 1,
+        "observations": [{"row": 0, "id": 812, "duplicate": False, "prediction_id": 40211},
+                         {"row": 1, "id": 97, "duplicate": True, "prediction_id": None}]}]})
 
 
 @router.post(

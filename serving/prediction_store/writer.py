@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from serving.logging import get_logger
 from serving.prediction_store import migrate
+from serving.prediction_store.migrate_child import DatabaseUnreachable, upgrade_in_child
 from serving.prediction_store.rows import feature_values, insert_ignoring_duplicates
 from serving.prediction_store.settings import PredictionStoreSettings
 from serving.prediction_store.tables import Prediction
@@ -160,10 +161,17 @@ class PredictionWriter:
     # ---- the writer thread ------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Bring the schema to the code's revision (`migrate_on_start`) or check it is there.
-        The writer does it before its first batch if the proxy's start-up could not."""
+        """Bring the schema to the code's revision (`migrate_on_start`, in a child process, see
+        migrate_child) or check it is there. The writer does it before its first batch if the
+        proxy's start-up could not."""
         try:
-            migrate.prepare(self.engine, self.settings.migrate_on_start)
+            if self.settings.migrate_on_start:  # in a child: Alembic's proxies are process-wide
+                upgrade_in_child(self.engine.url.render_as_string(hide_password=False),
+                                 self.settings.connect_timeout_s)
+            else:
+                migrate.check_current(self.engine)
+        except DatabaseUnreachable as error:
+            raise Unreachable(str(error)) from error
         except (OperationalError, DBAPIError) as error:
             if _unreachable(error):
                 raise Unreachable() from error
