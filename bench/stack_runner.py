@@ -38,12 +38,15 @@ class RunningStack:
 
 
 def start_stack(group: ProcessGroup, workdir: Path, tracking_uri: str,
-                proxies: int = 1) -> RunningStack:
+                proxies: int = 1, extra_env: dict[str, str] | None = None,
+                name: str | None = None) -> RunningStack:
     """Start the stack serving the champion registered in `tracking_uri` (a SQLite store in
     `workdir`) and wait until its proxy says it is ready. `proxies` > 1: that many replicas
     behind the stack's nginx (`make stack PROXIES=N`); the balancer's /ready answers 200 once
-    a replica serves, so each replica is waited for on its own port too."""
-    state_dir = workdir / ("stack" if proxies == 1 else f"stack-{proxies}-proxies")
+    a replica serves, so each replica is waited for on its own port too. `extra_env`: settings
+    for this stack (e.g. PREDICTION_STORE_ENABLED); `name`: its state folder and process name,
+    for several stacks side by side."""
+    state_dir = workdir / (name or ("stack" if proxies == 1 else f"stack-{proxies}-proxies"))
     ports = {name: free_port() for name in ("mlflow", "proxy", "vault")}
     model_server_port = free_port_run(4)
     replica_port = free_port_run(proxies) if proxies > 1 else None
@@ -56,6 +59,9 @@ def start_stack(group: ProcessGroup, workdir: Path, tracking_uri: str,
         "TRAINING_QUEUE": f"bench-{uuid.uuid4().hex[:8]}",
         "MONITORING_QUEUE": f"bench-monitoring-{uuid.uuid4().hex[:8]}",
         "MONITORING_REDIS_PREFIX": f"bench-monitoring:{uuid.uuid4().hex[:8]}",
+        # Never the checkout's predictions.db: a store of the run's own (or extra_env's).
+        "PREDICTION_STORE_URL": f"sqlite:///{state_dir / 'predictions.db'}",
+        **(extra_env or {}),
     })
     command = [
         sys.executable, "-m", "serving.devstack",
@@ -71,12 +77,12 @@ def start_stack(group: ProcessGroup, workdir: Path, tracking_uri: str,
         command += ["--proxies", str(proxies), "--replica-port", str(replica_port)]
     progress(f"starting the stack: proxy on {LOOPBACK}:{ports['proxy']}, "
              f"model servers from port {model_server_port}")
-    proc = group.start("stack", command, env=env)
+    proc = group.start(name or "stack", command, env=env)
     proxy_url = f"http://{LOOPBACK}:{ports['proxy']}"
     replica_ports = [ports["proxy"]] if replica_port is None else \
         [replica_port + i for i in range(proxies)]
     for port in replica_ports:
-        _wait_ready(f"http://{LOOPBACK}:{port}", proc, group)
+        _wait_ready(f"http://{LOOPBACK}:{port}", proc, group, name or "stack")
     proxy_pid = _listening_pid(proc.pid, replica_ports[0])
     servers = _model_servers(proxy_pid, range(model_server_port, model_server_port + 16))
     if not servers:
@@ -87,13 +93,13 @@ def start_stack(group: ProcessGroup, workdir: Path, tracking_uri: str,
                         all_model_server_ports=tuple(sorted(servers)))
 
 
-def _wait_ready(proxy_url: str, proc, group: ProcessGroup) -> None:
+def _wait_ready(proxy_url: str, proc, group: ProcessGroup, name: str = "stack") -> None:
     started = time.monotonic()
     last = ""
     with httpx.Client(timeout=5.0) as client:
         while time.monotonic() - started < STACK_READY_TIMEOUT_S:
             if proc.poll() is not None:
-                raise BenchError(f"the stack exited with code {proc.returncode}:\n{group.log_tail('stack')}")
+                raise BenchError(f"the stack exited with code {proc.returncode}:\n{group.log_tail(name)}")
             try:
                 answer = client.get(f"{proxy_url}/ready")
                 if answer.status_code == 200:
@@ -104,7 +110,7 @@ def _wait_ready(proxy_url: str, proc, group: ProcessGroup) -> None:
                 last = repr(error)
             time.sleep(1.0)
     raise BenchError(f"the stack's proxy was not ready within {STACK_READY_TIMEOUT_S} s (last: {last})\n"
-                     f"{group.log_tail('stack')}")
+                     f"{group.log_tail(name)}")
 
 
 def _listening_pid(root_pid: int, port: int) -> int:

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from serving.api import (
+    feedback,
     health,
     inference_v2,
     jobs,
@@ -36,6 +37,7 @@ from serving.api.observability import ProxyMetrics, RequestContextMiddleware
 from serving.logging import configure_logging, get_logger
 from serving.monitoring.metrics import MonitoringCollector
 from serving.prediction.service import PricingMetrics, PricingService
+from serving.prediction_store.proxy import start_store
 from serving.ratelimit import RateLimiter
 from serving.settings import ServingSettings, get_settings
 from serving.ui import install_ui
@@ -48,7 +50,8 @@ Prices residential property in Santiago, Chile (in UF) with the registered model
 `property_friends_best_model`, and trains new versions on request.
 
 Send your key in the `X-API-Key` header (the **Authorize** button here does it for you).
-Roles: `predict` may call /predict; `train` also /train and /job_status; `admin` everything.
+Roles: `predict` may call /predict; `train` also /train, /job_status and /feedback; `admin`
+everything.
 `/health`, `/ready` and `/metrics` need no key.
 """
 
@@ -56,6 +59,7 @@ OPENAPI_TAGS = [
     {"name": "predict", "description": "Prices from the served model"},
     {"name": "inference (Open Inference Protocol V2)",
      "description": "KServe/Triton V2 endpoints: one input per feature column, output `price`"},
+    {"name": "feedback", "description": "Observed prices (ground truth) for monitoring and retraining"},
     {"name": "training", "description": "Training jobs run by the worker (MLflow Project)"},
     {"name": "models", "description": "Registry: champion selection and what is served"},
     {"name": "health", "description": "Probes and metrics"},
@@ -91,6 +95,8 @@ def create_app(
             app.state.http = await stack.enter_async_context(ModelServerClient(typed))
             app.state.pricing = await stack.enter_async_context(
                 PricingService.open(typed, config, app.state.http, app.state.pricing_metrics))
+            app.state.prediction_store = await start_store(typed.prediction_store,
+                                                           app.state.metrics.registry, stack)
             log.info("proxy_started", model=typed.registry.model_name, queue=typed.jobs.queue,
                      key_store=getattr(app.state.key_store, "backend", "custom"))
             yield
@@ -114,8 +120,8 @@ def create_app(
     app.state.metrics.registry.register(MonitoringCollector(
         lambda: getattr(app.state, "redis", None), str(config.monitoring_job.redis_prefix)))
     install_exception_handlers(app)
-    for router in (predict.router, inference_v2.router, model_rules.router, training.router,
-                   jobs.router, models.router, monitoring.router, health.router):
+    for router in (predict.router, inference_v2.router, model_rules.router, feedback.router,
+                   training.router, jobs.router, models.router, monitoring.router, health.router):
         app.include_router(router)
     install_ui(app, config)
     max_body = typed.proxy.max_body_bytes

@@ -28,6 +28,7 @@ class Capability(StrEnum):
     RECENT_JOBS = "recent_jobs"  # GET /jobs: every key's recent training jobs (/ui/ops)
     RQ_DASHBOARD = "rq_dashboard"  # the RQ dashboard mounted at /rq (queues, workers, jobs)
     COMPARABLES = "comparables"  # /predict's comparables: the training listings themselves
+    FEEDBACK = "feedback"  # POST /feedback: observed prices (ground truth)
 
 
 ROLES: tuple[str, ...] = tuple(role.value for role in Role)
@@ -36,7 +37,7 @@ CAPABILITIES: tuple[str, ...] = tuple(capability.value for capability in Capabil
 ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
     Role.PREDICT: frozenset({Capability.PREDICT, Capability.MODEL_RULES}),
     Role.TRAIN: frozenset({Capability.PREDICT, Capability.MODEL_RULES, Capability.TRAIN,
-                           Capability.JOB_STATUS}),
+                           Capability.JOB_STATUS, Capability.FEEDBACK}),
     Role.ADMIN: frozenset(Capability),
 }
 

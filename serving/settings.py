@@ -17,6 +17,7 @@ from functools import lru_cache
 from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field
 
+from serving.prediction_store.settings import PredictionStoreSettings
 from valuation.config import load_config, tracking_uri
 
 
@@ -116,6 +117,7 @@ class ServingSettings(_Section):
     jobs: JobsSettings
     batching: BatchingSettings
     prediction_cache: PredictionCacheSettings
+    prediction_store: PredictionStoreSettings
     tracking_uri: str
     predict_extras: PredictExtrasSettings = PredictExtrasSettings()
 

@@ -18,6 +18,7 @@ from serving.api.observability import request_id_of
 from serving.api.schemas import PredictRequest, PredictResponse
 from serving.keys.records import KeyRecord
 from serving.prediction.pipeline import audit_priced, audit_refused, price_request
+from serving.prediction_store.proxy import store_predictions
 from serving.roles import Capability
 from serving.settings import ServingSettings
 
@@ -62,6 +63,8 @@ async def predict(
         audit_refused(request, key, started, trace, body.model_name, body.features, error)
         raise
     audit_priced(request, key, started, priced)
+    store_predictions(request, key, priced.served, body, priced.predictions,
+                      degraded=priced.degraded_reason is not None)
     payload = {
         "model_name": priced.served.name,
         "model_version": priced.served.version,

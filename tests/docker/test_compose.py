@@ -97,7 +97,8 @@ def test_dependencies_wait_for_health(services):
                                              "minio-init": "service_completed_successfully"}
     assert conditions("minio-init") == {"minio": "service_healthy"}
     assert conditions("vault-init") == {"vault": "service_healthy"}
-    assert conditions("proxy") == {"tracking_server": "service_healthy",
+    assert conditions("proxy") == {"postgres": "service_healthy",  # the prediction store
+                                   "tracking_server": "service_healthy",
                                    "redis": "service_healthy",
                                    "vault-init": "service_completed_successfully"}
     assert conditions("worker") == {"tracking_server": "service_healthy",

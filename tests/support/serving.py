@@ -51,6 +51,7 @@ def serving_settings(tmp_path: Path, tracking_uri: str, **overrides: Any) -> Dic
         "mlflow": {"tracking_uri": tracking_uri},
         "model_server": {"run_dir": str(tmp_path / "model-servers"), "base_port": free_port()},
         "audit": {"path": str(tmp_path / "audit" / "audit.jsonl")},
+        "prediction_store": {"url": f"sqlite:///{tmp_path / 'predictions.db'}"},
     }
     return OmegaConf.merge(base, patch, overrides)
 

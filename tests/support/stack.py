@@ -125,7 +125,7 @@ TRAINING_TIMEOUT_S = 900
 SERVED_TIMEOUT_S = 240  # the watcher notices within seconds; a model server starts in ~10-30 s
 # Inherited settings that would point the stack at someone else's services or limits.
 FOREIGN_ENV_PREFIXES = ("VAULT_", "MLFLOW_", "REDIS_", "STACK_", "MODEL_SERVER_", "RATE_LIMIT_",
-                        "AUDIT_")
+                        "AUDIT_", "PREDICTION_STORE_")
 
 
 @dataclass
@@ -180,6 +180,7 @@ def launch_stack(root: Path, store_uri: str, stack_env: dict[str, str],
         "MODEL_SERVER_WATCH_INTERVAL_S": "1",
         "STACK_READY_TIMEOUT_S": "300",
         "AUDIT_LOG_PATH": str(root / "audit" / "audit.jsonl"),  # not the checkout's .audit/
+        "PREDICTION_STORE_URL": f"sqlite:///{root / 'predictions.db'}",  # nor its predictions.db
         **stack_env,
     }
     output = root / f"stack-{ports['proxy']}.out"  # one per start: a store may see several

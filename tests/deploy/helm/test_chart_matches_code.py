@@ -127,6 +127,9 @@ def test_proxy_and_worker_get_what_the_code_needs(defaults):
     assert needed <= set(env_of(defaults.container("Deployment", "worker")))
     proxy = env_of(defaults.container("Deployment", "proxy"))
     assert needed | {"VAULT_ADDR", "VAULT_PORT", "VAULT_ROLE_ID", "VAULT_SECRET_ID"} <= set(proxy)
+    # the prediction store: written by the proxy, read by the worker's monitoring
+    assert "PREDICTION_STORE_URL" in proxy
+    assert "PREDICTION_STORE_URL" in env_of(defaults.container("Deployment", "worker"))
     # The root token goes to the bootstrap Job only.
     for name in ("proxy", "worker", "tracking"):
         env = env_of(defaults.container("Deployment", name))
@@ -134,7 +137,8 @@ def test_proxy_and_worker_get_what_the_code_needs(defaults):
 
 
 def test_secrets_come_from_secrets_only(renderings):
-    credentials = {"MLFLOW_BACKEND_STORE_URI", "VALUATION_DB_URL", "AWS_ACCESS_KEY_ID"}
+    credentials = {"MLFLOW_BACKEND_STORE_URI", "VALUATION_DB_URL", "AWS_ACCESS_KEY_ID",
+                   "PREDICTION_STORE_URL"}
     checked = set()
     for rendered in renderings.values():
         for spec in pod_specs(rendered):

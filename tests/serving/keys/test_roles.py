@@ -12,14 +12,14 @@ def test_predict_role_may_only_predict_and_read_the_rules() -> None:
     assert allowed == {"predict", "model_rules"}
 
 
-def test_train_role_may_predict_train_and_poll_jobs() -> None:
+def test_train_role_may_predict_train_poll_jobs_and_send_feedback() -> None:
     allowed = {c for c in CAPABILITIES if role_allows("train", c)}
-    assert allowed == {"predict", "model_rules", "train", "job_status"}
+    assert allowed == {"predict", "model_rules", "train", "job_status", "feedback"}
 
 
 def test_admin_role_may_do_everything() -> None:
     assert all(role_allows("admin", c) for c in CAPABILITIES)
-    assert {"best_model", "promote", "keys", "recent_jobs", "rq_dashboard"} <= set(CAPABILITIES)
+    assert {"best_model", "promote", "keys", "recent_jobs", "rq_dashboard", "feedback"} <= set(CAPABILITIES)
 
 
 def test_unknown_role_is_granted_nothing() -> None:

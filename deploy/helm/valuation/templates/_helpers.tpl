@@ -77,6 +77,11 @@ securityContext:
     secretKeyRef:
       name: {{ .Values.redis.existingSecret }}
       key: {{ .Values.redis.passwordKey }}
+- name: PREDICTION_STORE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.predictionStore.existingSecret }}
+      key: {{ .Values.predictionStore.key }}
 - name: LOG_LEVEL
   value: {{ .Values.logLevel | quote }}
 {{- end -}}
