@@ -19,8 +19,8 @@ from types import FrameType
 from bench.common import PROJECT_ROOT, BenchError, parser, progress, results_dir
 from bench.loadgen import require_wrk
 
-PARTS = ("pyfunc_latency", "serving", "replicas", "proxy_floor", "soak", "faults", "profile_serving",
-         "batches", "training", "scoring", "quality")
+PARTS = ("pyfunc_latency", "serving", "throughput", "replicas", "proxy_floor", "soak", "faults",
+         "profile_serving", "batches", "training", "scoring", "quality")
 
 
 def part_command(part: str, args) -> list[str]:
@@ -68,7 +68,7 @@ def main() -> None:
     unknown = sorted(set(chosen) - set(PARTS))
     if unknown:
         cli.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
-    if {"serving", "replicas", "soak", "profile_serving", "batches"} & set(chosen):
+    if {"serving", "throughput", "replicas", "soak", "profile_serving", "batches"} & set(chosen):
         try:
             require_wrk()
         except BenchError as error:

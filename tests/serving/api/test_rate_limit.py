@@ -3,6 +3,7 @@ with a redis-server of our own that the test kills."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -85,6 +86,28 @@ def test_the_counter_is_shared_by_limiters_on_one_redis(redis_conn, prefix) -> N
     assert first.hit("k2", "predict").allowed  # another key has its own counter
     ttl = redis_conn.ttl(f"{prefix}:k1:10:{int(now // 10)}")
     assert 0 < ttl <= 11  # counters expire: nothing accumulates in Redis
+
+
+def test_the_proxys_async_check_counts_on_the_same_counter(redis_conn, prefix) -> None:
+    # The proxy counts with hit_async (asyncio client, Lua script); a replica counting with the
+    # sync hit, or another event loop, must see the same count: the limit holds across replicas.
+    now = 2_000_000.5
+    proxy, other = (RateLimiter(redis_conn, Rate(3, 10), prefix=prefix, clock=lambda: now,
+                                recheck_after_failure_s=RECHECK_S) for _ in range(2))
+
+    async def two_async_hits() -> list[bool]:
+        try:
+            return [(await proxy.hit_async("k1", "predict")).allowed for _ in range(2)]
+        finally:
+            await proxy.aclose()
+
+    assert asyncio.run(two_async_hits()) == [True, True]
+    assert other.hit("k1", "predict").allowed
+    assert not other.hit("k1", "predict").allowed
+    refused = asyncio.run(two_async_hits())  # a new loop: the limiter opens a new client
+    assert refused == [False, False]
+    assert int(redis_conn.get(f"{prefix}:k1:10:{int(now // 10)}")) == 6
+    assert 0 < redis_conn.ttl(f"{prefix}:k1:10:{int(now // 10)}") <= 11
 
 
 def test_per_role_overrides(redis_conn, prefix) -> None:
