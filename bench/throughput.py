@@ -64,8 +64,8 @@ TARGET_P50_C1_EXTRA_MS = 0.2  # batching may add at most this to today's proxy p
 NEVER_REFUSING_LIMIT = "1000000000/second"  # a limit is checked on every request, never reached
 # The micro-batching switch and its histogram (the `batching` change, issue 14 §1). Until a build
 # has them, the batching variant is reported as not measured, and the others still run.
-BATCHING_CONFIG_KEY = "proxy.batching.enabled"
-BATCHING_ENV = "PROXY_BATCHING"
+BATCHING_CONFIG_KEY = "batching.enabled"
+BATCHING_ENV = "PREDICT_BATCHING"
 BATCH_ROWS_METRIC = "valuation_batch_rows"
 
 
@@ -93,12 +93,14 @@ class ThroughputPlan:
     duration_s: float
     warmup_s: float
     limiter_checks: int
+    profile_s: float
+    profile_concurrency: int = 32
 
     @classmethod
     def for_args(cls, args: Any) -> ThroughputPlan:
         if args.quick:
-            return cls((1, 8), args.duration or 2, 1, 300)
-        return cls((1, 8, 32, 64), args.duration or 20, 3, 2000)
+            return cls((1, 8), args.duration or 2, 1, 300, 3, 8)
+        return cls((1, 8, 32, 64), args.duration or 20, 3, 2000, 20)
 
 
 def batching_in_build() -> bool:
@@ -236,6 +238,7 @@ def run(args: Any) -> dict[str, Any]:
                 metrics_url = f"{stack.proxy_url}/metrics" if stack else None
                 levels[name][str(connections)] = measure_with_batches(
                     setup.targets[name], connections, plan, metrics_url)
+        profile = profile_production_proxy(setup, plan, results_dir(args))
         limiter_redis = setup.stacks["proxy"].redis_port
         progress(f"rate-limit check: {plan.limiter_checks} checks per way and level, on the stack's Redis")
         limiter = ratelimit_cost(limiter_redis, plan.limiter_checks) if limiter_redis else None
@@ -251,11 +254,30 @@ def run(args: Any) -> dict[str, Any]:
         "prediction_log": "not in this build (issue 11's prediction store is not merged)",
         "results": levels,
         "ratelimit_check": limiter,
+        "profile": profile,
     }
     data["comparison"] = comparison(levels, plan.concurrency)
     data["targets"] = targets_met(levels)
     path = write_result(results_dir(args), RESULT_NAME, data, args.quick)
     progress(f"wrote {path}")
+    return data
+
+
+def profile_production_proxy(setup: Setup, plan: ThroughputPlan, out_dir: Path) -> dict[str, Any]:
+    """py-spy on the production proxy process (batching on when measured) under wrk at the
+    plan's profile concurrency: where its CPU goes now. Also written as throughput_profile.md."""
+    from bench.profile_serving import SAMPLE_RATE_HZ, markdown, profile_target, py_spy
+
+    py_spy()
+    name = best_proxy(setup.stacks)
+    stack = setup.stacks[name]
+    progress(f"profiling {name} (pid {stack.proxy_pid}) at c={plan.profile_concurrency}, "
+             f"{plan.profile_s:.0f} s")
+    profile = profile_target(setup.targets[name], "proxy", stack.proxy_pid, plan.profile_s, out_dir,
+                             plan.profile_concurrency)
+    data = {"variant": name, "concurrency": plan.profile_concurrency, "duration_s": plan.profile_s,
+            "rate_hz": SAMPLE_RATE_HZ, "profiles": {name: profile}}
+    (out_dir / f"{RESULT_NAME}_profile.md").write_text(markdown(data))
     return data
 
 
