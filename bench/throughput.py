@@ -21,6 +21,7 @@ or the one in-process server), the mean batch size (the proxy's batch-size histo
 from __future__ import annotations
 
 import contextlib
+import secrets
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -32,13 +33,9 @@ import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.anchor import log_anchor, serve_command, serve_env
+from bench.anchor import serve_env
 from bench.common import (
     LOOPBACK,
-    data_paths,
-    distinct_rows,
-    feature_records,
-    load_tables,
     parser,
     progress,
     ratio,
@@ -47,12 +44,12 @@ from bench.common import (
     write_result,
 )
 from bench.inprocess_app import API_KEY_ENV, MODEL_URI_ENV
-from bench.loadgen import PROXY_FORMAT, SPLIT_FORMAT, marked_bodies, require_wrk, write_bodies
+from bench.loadgen import PROXY_FORMAT, SPLIT_FORMAT, require_wrk
 from bench.processes import ProcessGroup, run_part, wait_until_ready
 from bench.project_model import tracking_store, train_project_model
 from bench.ratelimit_cost import ratelimit_cost
 from bench.resources import process_tree
-from bench.serving import ANCHOR_DESCRIPTION, Target, check_answers, measure
+from bench.serving import ANCHOR_DESCRIPTION, Target, check_answers, measure, prepare_workload, start_anchor
 from bench.stack_runner import RunningStack, start_stack
 from serving.audit import AUDIT_PATH_ENV
 from serving.ports import free_port
@@ -164,27 +161,15 @@ def throughput_setup(args: Any) -> Iterator[Setup]:
             tracking_store(Path(tmp_name)) as tracking_uri, \
             ProcessGroup(Path(tmp_name) / "logs") as group:
         tmp = Path(tmp_name)
-        paths = data_paths(args, tmp)
-        train, test = load_tables(paths)
-        records = feature_records(distinct_rows(test))
-        from valuation.config import load_config
-
-        model_name = load_config([]).registry.model_name
-        split_bodies = write_bodies(marked_bodies(records, SPLIT_FORMAT), tmp / "split-bodies.txt")
-        proxy_bodies = write_bodies(marked_bodies(records, PROXY_FORMAT, model_name),
-                                    tmp / "proxy-bodies.txt")
-        progress(f"{len(records)} distinct test rows -> one request body each")
-
-        result = train_project_model(paths)
-        progress("fitting and logging the anchor (sklearn Pipeline, GradientBoostingRegressor)")
-        anchor_uri, _ = log_anchor(train, tracking_uri)
-        anchor_port = free_port()
-        anchor = group.start("anchor", serve_command(anchor_uri, anchor_port), env=serve_env(tracking_uri))
+        work = prepare_workload(args, tmp)
+        proxy_bodies = work.bodies[PROXY_FORMAT]
+        result = train_project_model(work.paths)
+        anchor, anchor_port, _ = start_anchor(group, work.train, tracking_uri)
 
         inprocess_port = free_port()
-        inprocess_key = f"bench-{free_port()}-{id(group)}"
+        inprocess_key = secrets.token_urlsafe(32)
         inprocess_env = {**serve_env(tracking_uri), API_KEY_ENV: inprocess_key,
-                         MODEL_URI_ENV: f"models:/{model_name}/{result.version}"}
+                         MODEL_URI_ENV: f"models:/{work.model_name}/{result.version}"}
         inprocess = group.start("inprocess", inprocess_command(inprocess_port), env=inprocess_env)
 
         with_batching = batching_in_build()
@@ -199,7 +184,7 @@ def throughput_setup(args: Any) -> Iterator[Setup]:
                                                env_overrides=env, own_redis=True)
 
         targets = {"anchor": Target("anchor", f"http://{LOOPBACK}:{anchor_port}/invocations",
-                                    split_bodies, None, [])}
+                                    work.bodies[SPLIT_FORMAT], None, [])}
         for name, stack in stacks.items():
             targets[name] = Target(name, f"{stack.proxy_url}/predict", proxy_bodies, stack.api_key,
                                    [psutil.Process(stack.proxy_pid), *process_tree(stack.model_server_pid)])
@@ -214,7 +199,7 @@ def throughput_setup(args: Any) -> Iterator[Setup]:
         for target in targets.values():
             check_answers(target, target.bodies.read_text().split("\n", 1)[0])
         yield Setup(
-            targets=targets, stacks=stacks, data=paths.describe(), distinct_bodies=len(records),
+            targets=targets, stacks=stacks, data=work.paths.describe(), distinct_bodies=work.distinct_bodies,
             project={"model_uri": result.model_uri, "version": result.version},
             variants={"anchor": ANCHOR_DESCRIPTION,
                       **{v.name: v.description for v in PROXY_VARIANTS if v.name in stacks},
