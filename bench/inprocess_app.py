@@ -31,8 +31,8 @@ API_KEY_ENV = "BENCH_INPROCESS_API_KEY"
 class Property(BaseModel):
     type: Literal["casa", "departamento"]
     sector: str = Field(min_length=1)
-    net_usable_area: float = Field(gt=0)
-    net_area: float = Field(gt=0)
+    net_usable_area: float = Field(ge=0)
+    net_area: float = Field(ge=0)
     n_rooms: float = Field(ge=0)
     n_bathroom: float = Field(ge=0)
     latitude: float = Field(ge=-90, le=90)

@@ -115,7 +115,7 @@ def test_the_inprocess_design_checks_the_key_validates_and_prices_like_the_pyfun
         assert client.post("/predict", json={"features": rows}).status_code == 401
         wrong = client.post("/predict", json={"features": rows}, headers={"X-API-Key": "other"})
         assert wrong.status_code == 401
-        bad = client.post("/predict", json={"features": [{**rows[0], "net_area": -1}]},
+        bad = client.post("/predict", json={"features": [{**rows[0], "net_area": -1.0}]},
                           headers={"X-API-Key": "the-key"})
         assert bad.status_code == 422 and "net_area" in bad.text
         answer = client.post("/predict", json={"features": rows}, headers={"X-API-Key": "the-key"})
