@@ -1,10 +1,13 @@
 """What one rate-limit check costs the proxy: the check as it was (a MULTI/INCR/EXPIRE/EXEC
 pipeline on the sync client, run through the thread pool) against the check as it is
-(`RateLimiter.hit_async`: one EVALSHA of a Lua script on an asyncio client, on the event loop).
+(`RateLimiter.hit_async`: one EVALSHA of a Lua script on an asyncio client, on the event loop),
+without and with leases (one round trip per lease of up to 32 units for a large limit).
 
 Both count against a real Redis (the benchmark stack's own redis-server) under a key prefix of
 their own; each is timed sequentially and with 32 checks in flight, in alternating rounds so
 background load hits both alike. CPU is this process's (user + system), per check.
+
+    python -m bench.ratelimit_cost [--redis-port 6379] [--checks 2000]
 """
 
 from __future__ import annotations
@@ -18,9 +21,14 @@ from typing import Any
 from redis import Redis
 from starlette.concurrency import run_in_threadpool
 
+from bench.common import parser, progress, results_dir, start_stamp, write_result
+from bench.processes import run_part
 from serving.ratelimit import Rate, RateLimiter
 
+RESULT_NAME = "ratelimit_cost"
+
 NEVER_REFUSES = Rate(1_000_000_000, 1)
+LEASES = {"lease_fraction": 0.01, "max_lease": 32}  # conf/serving.yaml's defaults
 
 
 def multi_exec_check(redis: Redis, counter: str, window_s: int) -> int:
@@ -48,10 +56,13 @@ async def _compare(port: int, checks: int, rounds: int) -> dict[str, Any]:
     prefix = f"bench-rl-{uuid.uuid4().hex[:8]}"
     redis = Redis(host="127.0.0.1", port=port, socket_timeout=2, socket_connect_timeout=2)
     limiter = RateLimiter(redis, NEVER_REFUSES, prefix=prefix, recheck_after_failure_s=2)
+    leased = RateLimiter(redis, NEVER_REFUSES, prefix=prefix, recheck_after_failure_s=2,
+                         **LEASES)
     ways: dict[str, Callable[[], Awaitable[Any]]] = {
         "multi_exec_in_thread_pool": lambda: run_in_threadpool(
             multi_exec_check, redis, f"{prefix}:old:{int(time.time())}", 1),
         "lua_async": lambda: limiter.hit_async("new", "predict"),
+        "lua_async_leased": lambda: leased.hit_async("leased", "predict"),
     }
     results: dict[str, dict[str, list[dict[str, float]]]] = {w: {"1": [], "32": []} for w in ways}
     try:
@@ -64,6 +75,7 @@ async def _compare(port: int, checks: int, rounds: int) -> dict[str, Any]:
                     results[name][str(in_flight)].append(await _timed(way, checks, in_flight))
     finally:
         await limiter.aclose()
+        await leased.aclose()
         for key in redis.scan_iter(f"{prefix}:*"):
             redis.delete(key)
         redis.close()
@@ -78,3 +90,24 @@ def _median_of(runs: list[dict[str, float]]) -> dict[str, float]:
 def ratelimit_cost(redis_port: int, checks: int = 2000, rounds: int = 3) -> dict[str, Any]:
     """Median CPU and wall microseconds per check of each way, sequential ("1") and 32 in flight."""
     return asyncio.run(_compare(redis_port, checks, rounds))
+
+
+def run(args: Any) -> dict[str, Any]:
+    stamp = start_stamp()
+    progress(f"rate-limit check: {args.checks} checks per way and level, Redis on port {args.redis_port}")
+    data = {**stamp, "redis_port": args.redis_port, "checks": args.checks, "leases": LEASES,
+            "ways": ratelimit_cost(args.redis_port, args.checks)}
+    path = write_result(results_dir(args), RESULT_NAME, data, args.quick)
+    progress(f"wrote {path}")
+    return data
+
+
+def main() -> None:
+    cli = parser(__doc__.split("\n\n")[0])
+    cli.add_argument("--redis-port", type=int, default=6379, help="a Redis on 127.0.0.1 (keys are removed)")
+    cli.add_argument("--checks", type=int, default=2000, help="checks per way, level and round")
+    run_part(run, cli)
+
+
+if __name__ == "__main__":
+    main()

@@ -36,13 +36,13 @@ def build_report(directory: Path) -> Path:
     directory = Path(directory)
     parts = {name: read_result(directory, name)
              for name in ("serving", "proxy_floor", "soak", "faults", "batches", "pyfunc_latency",
-                          "training", "replicas", "scoring", "throughput")}
+                          "training", "replicas", "scoring", "throughput", "ratelimit_cost")}
     plots = {**draw_plots(directory, parts), **hardening.draw_soak_plot(directory, parts["soak"])}
     sections = [
         _header(parts),
         _targets(parts),
         _serving(parts["serving"], plots),
-        throughput_section(parts["throughput"]),
+        throughput_section(parts["throughput"], parts["ratelimit_cost"]),
         _proxy_floor(parts["proxy_floor"]),
         replicas_section(parts["replicas"]),
         _memory(parts["serving"], plots),

@@ -17,7 +17,8 @@ NAMES = {
 }
 
 
-def throughput_section(result: dict[str, Any] | None) -> str:
+def throughput_section(result: dict[str, Any] | None, cost: dict[str, Any] | None = None) -> str:
+    """`cost`: bench.ratelimit_cost's own result, newer than the check measured in `result`."""
     title = "## Throughput: the whole proxy against the in-process design"
     if not result:
         return f"{title}\n\n{_missing('python -m bench.throughput')}"
@@ -45,7 +46,7 @@ def throughput_section(result: dict[str, Any] | None) -> str:
         lines += ["", f"_{NAMES.get(name, name)}: not measured: {why}._"]
     if result.get("prediction_log"):
         lines += ["", f"_Prediction log: {result['prediction_log']}._"]
-    lines += ["", _targets_text(result), "", _limit_text(result)]
+    lines += ["", _targets_text(result), "", _limit_text(result, cost)]
     return "\n".join(lines)
 
 
@@ -69,20 +70,24 @@ def _targets_text(result: dict[str, Any]) -> str:
     return "\n".join(["Targets of issue 14:", "", table(["target", "wanted", "measured", "met"], rows)])
 
 
-def _limit_text(result: dict[str, Any]) -> str:
+def _limit_text(result: dict[str, Any], cost: dict[str, Any] | None) -> str:
     comparison = result.get("comparison") or {}
     shares = [f"{format_cell(100 * (row['limit_cpu_share'] or 0))} % of CPU and "
               f"{format_cell(100 * row['limit_rps_cost'])} % of req/s at concurrency {level}"
               for level, row in comparison.items()]
     lines = ["The rate limit's share (`proxy` against `proxy_no_limit`; differences of a few per cent are "
              "within this machine's noise): " + "; ".join(shares) + "."]
-    check = result.get("ratelimit_check")
-    if check:
+    measured = ((result, result.get("ratelimit_check"), "the stack's own Redis, after the load"),
+                (cost, (cost or {}).get("ways"), "`python -m bench.ratelimit_cost`"))
+    for source, check, where in measured:
+        if not check:
+            continue
         rows = [[way, level, figures["cpu_us_per_check"], figures["wall_us_per_check"]]
                 for way, by_level in check.items() for level, figures in by_level.items()]
-        lines += ["", "One rate-limit check against the stack's Redis (bench/ratelimit_cost.py), as it was "
-                      "(MULTI/INCR/EXPIRE/EXEC on the sync client through the thread pool) and as it is "
-                      "(one EVALSHA of a Lua script on an asyncio client, on the event loop); medians of "
-                      "alternating rounds:", "",
+        lines += ["", f"One rate-limit check ({where}; {_when(source).strip('_')}): as it was "
+                      "(MULTI/INCR/EXPIRE/EXEC on the sync client through the thread pool), as one EVALSHA "
+                      "of a Lua script on an asyncio client on the event loop, and with leases (a "
+                      "replica reserves up to 1 % of the limit, at most 32 units, per round trip); "
+                      "medians of alternating rounds:", "",
                   table(["way", "checks in flight", "CPU µs per check", "wall µs per check"], rows)]
     return "\n".join(lines)

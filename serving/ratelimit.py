@@ -10,6 +10,14 @@ The proxy counts with `hit_async`, on an asyncio Redis client of its own (same h
 password and timeouts as the sync client), so a request waits for Redis on the event loop instead
 of a hop to the thread pool and back; `hit` is the same check for synchronous callers.
 
+Leases (`hit_async` only): for a large limit one round trip per request is most of what the limit
+costs, so a replica reserves a few units at once (INCRBY n) and spends them locally. A lease is
+at most `lease_fraction` of the limit and at most `max_lease` units, and never more than is left
+in the window, so the replicas together never admit more than the limit; what a replica holds
+unspent when its window ends is the price: at most (lease - 1) requests per replica and window
+are refused early. Small limits (under 1 / lease_fraction per window) get leases of 1: one
+round trip per request and an exact count, as before.
+
 Limits come from `rate_limit:` in conf/serving.yaml: `per_key` (env RATE_LIMIT_PER_KEY, e.g.
 `100/second`, `6000/minute`; unset = no limit) and `per_role` overrides (`{admin: null}` lifts the
 limit for admins). When Redis cannot answer, `RateLimitUnavailable` is raised; the caller decides
@@ -40,9 +48,10 @@ _UNITS = {
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*([a-z]+)\s*$")
 # KEYS[1]: the window's counter; ARGV[1]: its time to live. Atomic in Redis, so every replica's
 # count lands on the same counter and the limit holds across replicas as with MULTI/EXEC.
+# ARGV[2]: units counted at once (1, or a lease).
 _COUNT_SCRIPT = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+local count = redis.call('INCRBY', KEYS[1], ARGV[2])
+if count == tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return count
 """
 # What the asyncio client copies from the sync one (the rest are sync-only objects).
@@ -100,6 +109,8 @@ class RateLimiter:
         *,
         prefix: str,
         recheck_after_failure_s: float,
+        lease_fraction: float = 0.0,
+        max_lease: int = 1,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = redis
@@ -115,12 +126,17 @@ class RateLimiter:
         self._count = redis.register_script(_COUNT_SCRIPT)
         self._async_redis: AsyncRedis | None = None
         self._async_count: Any = None
+        self.lease_fraction = lease_fraction
+        self.max_lease = max(1, max_lease)
+        # (key id, window length) -> (window index, units reserved in Redis and not yet spent)
+        self._leases: dict[tuple[str, int], tuple[int, int]] = {}
 
     @classmethod
     def from_settings(cls, settings: RateLimitSettings, redis: Redis) -> RateLimiter:
         per_role = {role: parse_rate(rate) for role, rate in settings.per_role.items()}
         return cls(redis, parse_rate(settings.per_key), per_role, prefix=settings.key_prefix,
-                   recheck_after_failure_s=settings.recheck_after_failure_s)
+                   recheck_after_failure_s=settings.recheck_after_failure_s,
+                   lease_fraction=settings.lease_fraction, max_lease=settings.max_lease)
 
     def rate_for(self, role: str) -> Rate | None:
         return self.per_role.get(role, self.default)
@@ -132,22 +148,37 @@ class RateLimiter:
             return Decision(allowed=True, rate=None)
         now, counter = self._window(rate, key_id)
         try:
-            count = self._count(keys=[counter], args=[rate.window_s + 1])
+            count = self._count(keys=[counter], args=[rate.window_s + 1, 1])
         except RedisError as error:
             raise self._failed(error) from None
         return self._decide(rate, now, int(count))
 
     async def hit_async(self, key_id: str, role: str) -> Decision:
-        """`hit` on the event loop, through the limiter's asyncio Redis client."""
+        """`hit` on the event loop, through the limiter's asyncio Redis client, spending a
+        lease held for this key and window when there is one (no round trip)."""
         rate = self.rate_for(role)
         if rate is None:
             return Decision(allowed=True, rate=None)
+        slot = (key_id, rate.window_s)
+        window = int(self._clock() // rate.window_s)
+        held_window, held = self._leases.get(slot, (window, 0))
+        if held_window == window and held > 0:
+            self._leases[slot] = (window, held - 1)
+            return Decision(allowed=True, rate=rate)
         now, counter = self._window(rate, key_id)
+        lease = self.lease_size(rate)
         try:
-            count = await self._async_script()(keys=[counter], args=[rate.window_s + 1])
+            count = int(await self._async_script()(keys=[counter], args=[rate.window_s + 1, lease]))
         except RedisError as error:
             raise self._failed(error) from None
-        return self._decide(rate, now, int(count))
+        # Of the `lease` units just counted, those within the limit are ours to spend.
+        granted = min(lease, max(0, rate.limit - (count - lease)))
+        self._leases[slot] = (int(now // rate.window_s), max(0, granted - 1))
+        return self._decide(rate, now, 0 if granted else rate.limit + 1)
+
+    def lease_size(self, rate: Rate) -> int:
+        """Units a replica reserves per round trip for `rate` (1: count every request)."""
+        return max(1, min(self.max_lease, int(rate.limit * self.lease_fraction)))
 
     async def aclose(self) -> None:
         """Close the asyncio client's connections (the sync client belongs to the caller)."""

@@ -110,6 +110,41 @@ def test_the_proxys_async_check_counts_on_the_same_counter(redis_conn, prefix) -
     assert 0 < redis_conn.ttl(f"{prefix}:k1:10:{int(now // 10)}") <= 11
 
 
+def test_leases_spare_round_trips_and_two_replicas_never_admit_more_than_the_limit(
+    redis_conn, prefix
+) -> None:
+    now = 3_000_000.5
+    counter = f"{prefix}:k1:60:{int(now // 60)}"
+    first, second = (RateLimiter(redis_conn, Rate(1000, 60), prefix=prefix, clock=lambda: now,
+                                 recheck_after_failure_s=RECHECK_S, lease_fraction=0.01, max_lease=32)
+                     for _ in range(2))
+    assert first.lease_size(Rate(1000, 60)) == 10  # 1 % of the limit, under max_lease
+    assert first.lease_size(Rate(10**9, 1)) == 32 and first.lease_size(Rate(50, 1)) == 1
+
+    async def hits(limiter: RateLimiter, n: int) -> list[bool]:
+        return [(await limiter.hit_async("k1", "predict")).allowed for _ in range(n)]
+
+    async def load() -> tuple[list[bool], list[bool], int]:
+        try:
+            opening = await hits(first, 15)
+            after_15 = int(redis_conn.get(counter))
+            admitted = opening + await hits(second, 7)
+            # Both replicas keep asking, in turns, well past the limit.
+            for _ in range(120):
+                admitted += await hits(first, 5) + await hits(second, 5)
+            return opening, admitted, after_15
+        finally:
+            await first.aclose()
+            await second.aclose()
+
+    opening, admitted, after_15 = asyncio.run(load())
+    assert opening == [True] * 15
+    assert after_15 == 20  # two leases of 10: 2 round trips for 15 requests, not 15
+    # Never more than the limit; at most (lease - 1) per replica left unspent at the end.
+    assert 1000 - 2 * 9 <= sum(admitted) <= 1000
+    assert not any(admitted[-10:])
+
+
 def test_per_role_overrides(redis_conn, prefix) -> None:
     limiter = RateLimiter(redis_conn, Rate(1, 60), {"admin": None, "train": Rate(2, 60)},
                           prefix=prefix, recheck_after_failure_s=RECHECK_S)
