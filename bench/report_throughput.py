@@ -46,8 +46,29 @@ def throughput_section(result: dict[str, Any] | None, cost: dict[str, Any] | Non
         lines += ["", f"_{NAMES.get(name, name)}: not measured: {why}._"]
     if result.get("prediction_log"):
         lines += ["", f"_Prediction log: {result['prediction_log']}._"]
-    lines += ["", _targets_text(result), "", _limit_text(result, cost)]
+    errors = {name: sum(m["errors"] for m in levels.values()) for name, levels in result["results"].items()}
+    if errors.get("inprocess") and not any(v for k, v in errors.items() if k != "inprocess"):
+        lines += ["", f"The in-process design's {errors['inprocess']} errors are 422s: its pydantic model "
+                      "refused test rows with an area of 0, which the served model's rules accept (fixed "
+                      "in bench/inprocess_app.py after this run)."]
+    lines += ["", _targets_text(result), "", _limit_text(result, cost), "", _profile_text(result)]
     return "\n".join(lines)
+
+
+def _profile_text(result: dict[str, Any]) -> str:
+    profile = result.get("profile")
+    if not profile:
+        return ""
+    measured = profile["profiles"][profile["variant"]]
+    project = [(k, v) for k, v in measured.get("total_by_function", [])
+               if any(m in k for m in ("serving/", "valuation/"))][:8]
+    packages = measured.get("self_by_package", [])[:6]
+    return "\n".join([
+        f"Where the production proxy's CPU goes (py-spy, {profile['duration_s']:g} s at concurrency "
+        f"{profile['concurrency']}, {measured.get('samples')} samples; all tables in "
+        "[`throughput_profile.md`](throughput_profile.md)): innermost frames by package "
+        + ", ".join(f"{k} {v:.0%}" for k, v in packages) + "; project functions with callees "
+        + ", ".join(f"`{k.split(' (')[0]}` {v:.0%}" for k, v in project) + "."])
 
 
 def _targets_text(result: dict[str, Any]) -> str:
@@ -84,7 +105,8 @@ def _limit_text(result: dict[str, Any], cost: dict[str, Any] | None) -> str:
             continue
         rows = [[way, level, figures["cpu_us_per_check"], figures["wall_us_per_check"]]
                 for way, by_level in check.items() for level, figures in by_level.items()]
-        lines += ["", f"One rate-limit check ({where}; {_when(source).strip('_')}): as it was "
+        when = f"measured {source.get('started_at')}, load average {source.get('load_avg_1m_at_start')}"
+        lines += ["", f"One rate-limit check ({where}; {when}): as it was "
                       "(MULTI/INCR/EXPIRE/EXEC on the sync client through the thread pool), as one EVALSHA "
                       "of a Lua script on an asyncio client on the event loop, and with leases (a "
                       "replica reserves up to 1 % of the limit, at most 32 units, per round trip); "
