@@ -15,7 +15,7 @@ costs, so a replica reserves a few units at once (INCRBY n) and spends them loca
 at most `lease_fraction` of the limit and at most `max_lease` units, and never more than is left
 in the window, so the replicas together never admit more than the limit; what a replica holds
 unspent when its window ends is the price: at most (lease - 1) requests per replica and window
-are refused early. Small limits (under 1 / lease_fraction per window) get leases of 1: one
+are refused early. Small limits (under 2 / lease_fraction per window) get leases of 1: one
 round trip per request and an exact count, as before.
 
 Limits come from `rate_limit:` in conf/serving.yaml: `per_key` (env RATE_LIMIT_PER_KEY, e.g.
