@@ -73,9 +73,9 @@ def run(args: Any) -> dict[str, Any]:
         store_url = args.store_url or f"sqlite:///{tmp / 'store-on' / 'predictions.db'}"
         stacks = {
             "store_on": start_stack(group, tmp, tracking_uri, name="store-on",
-                                    extra_env={"PREDICTION_STORE_URL": store_url}),
+                                    env_overrides={"PREDICTION_STORE_URL": store_url}),
             "store_off": start_stack(group, tmp, tracking_uri, name="store-off",
-                                     extra_env={"PREDICTION_STORE_ENABLED": "false"}),
+                                     env_overrides={"PREDICTION_STORE_ENABLED": "false"}),
         }
         targets = {name: Target(name, f"{stack.proxy_url}/predict", bodies, stack.api_key,
                                 [psutil.Process(stack.proxy_pid), *process_tree(stack.model_server_pid)])

@@ -110,11 +110,12 @@ def _short(path: str) -> str:
     return path
 
 
-def profile_target(setup: Any, name: str, pid: int, seconds: float, out_dir: Path) -> dict[str, Any]:
+def profile_target(target: Any, name: str, pid: int, seconds: float, out_dir: Path,
+                   connections: int = CONCURRENCY) -> dict[str, Any]:
+    """py-spy on `pid` while wrk loads `target` (a bench.serving.Target) at `connections`."""
     raw = out_dir / f"{RESULT_NAME}_{name}.collapsed"
     spy = record(pid, seconds + 1, raw, subprocesses=name == "model_server")
-    target = setup.targets["direct" if name == "model_server" else "proxy"]
-    load = run_wrk(target.url, target.bodies, CONCURRENCY, seconds, api_key=target.api_key)
+    load = run_wrk(target.url, target.bodies, connections, seconds, api_key=target.api_key)
     spy_output, _ = spy.communicate(timeout=seconds + 60)
     if not raw.is_file():
         said = spy_output.decode(errors="replace")[-500:]
@@ -134,9 +135,10 @@ def run(args: Any) -> dict[str, Any]:
     out_dir = results_dir(args)
     with serving_setup(args, with_anchor=False) as setup:
         profiles = {
-            "proxy": profile_target(setup, "proxy", setup.stack.proxy_pid, seconds, out_dir),
-            "model_server": profile_target(setup, "model_server", setup.stack.model_server_pid, seconds,
-                                           out_dir),
+            "proxy": profile_target(setup.targets["proxy"], "proxy", setup.stack.proxy_pid, seconds,
+                                    out_dir),
+            "model_server": profile_target(setup.targets["direct"], "model_server",
+                                           setup.stack.model_server_pid, seconds, out_dir),
         }
     data = {**stamp, "data": setup.data, "concurrency": CONCURRENCY, "duration_s": seconds,
             "rate_hz": SAMPLE_RATE_HZ, "profiles": profiles}
@@ -147,6 +149,7 @@ def run(args: Any) -> dict[str, Any]:
 
 
 def markdown(data: dict[str, Any]) -> str:
+    """`data`: concurrency, duration_s, rate_hz and {name: profile_target(...)} as profiles."""
     lines = [f"Profiles at concurrency {data['concurrency']}, {data['duration_s']:g} s each, py-spy at "
              f"{data['rate_hz']} Hz (non-blocking). Shares are of the samples of threads that were "
              "running (py-spy leaves idle threads out); plumbing frames (threads, event loop runner, "

@@ -19,7 +19,8 @@ from types import FrameType
 from bench.common import PROJECT_ROOT, BenchError, parser, progress, results_dir
 from bench.loadgen import require_wrk
 
-PARTS = ("pyfunc_latency", "serving", "prediction_store", "replicas", "proxy_floor", "soak", "faults",
+PARTS = ("pyfunc_latency", "serving", "throughput", "prediction_store", "replicas", "proxy_floor",
+         "soak", "faults",
          "profile_serving", "batches", "training", "scoring", "quality")
 
 
@@ -68,7 +69,7 @@ def main() -> None:
     unknown = sorted(set(chosen) - set(PARTS))
     if unknown:
         cli.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
-    if {"serving", "prediction_store", "replicas", "soak", "profile_serving", "batches"} & set(chosen):
+    if {"serving", "throughput", "prediction_store", "replicas", "soak", "profile_serving", "batches"} & set(chosen):
         try:
             require_wrk()
         except BenchError as error:

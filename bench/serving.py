@@ -27,6 +27,7 @@ from bench.anchor import log_anchor, serve_command, serve_env
 from bench.common import (
     LOOPBACK,
     BenchError,
+    DataPaths,
     data_paths,
     distinct_rows,
     feature_records,
@@ -172,6 +173,39 @@ class ServingSetup:
     anchor: dict[str, Any] | None
 
 
+@dataclass
+class Workload:
+    """The part's data and one request-body file per body format (one distinct test row each)."""
+
+    paths: DataPaths
+    train: Any  # the training table (the anchor fits on it)
+    distinct_bodies: int
+    bodies: dict[str, Path]
+    model_name: str
+
+
+def prepare_workload(args: Any, tmp: Path) -> Workload:
+    from valuation.config import load_config
+
+    paths = data_paths(args, tmp)
+    train, test = load_tables(paths)
+    records = feature_records(distinct_rows(test))
+    model_name = load_config([]).registry.model_name
+    bodies = {body_format: write_bodies(marked_bodies(records, body_format, model_name),
+                                        tmp / f"{body_format}-bodies.txt")
+              for body_format in (SPLIT_FORMAT, INPUTS_FORMAT, PROXY_FORMAT)}
+    progress(f"{len(records)} distinct test rows -> one request body each")
+    return Workload(paths, train, len(records), bodies, model_name)
+
+
+def start_anchor(group: ProcessGroup, train: Any, tracking_uri: str) -> tuple[Any, int, float]:
+    """Fit and log the anchor, start its `mlflow models serve`: (process, port, fit seconds)."""
+    progress("fitting and logging the anchor (sklearn Pipeline, GradientBoostingRegressor)")
+    anchor_uri, fit_s = log_anchor(train, tracking_uri)
+    port = free_port()
+    return group.start("anchor", serve_command(anchor_uri, port), env=serve_env(tracking_uri)), port, fit_s
+
+
 @contextlib.contextmanager
 def serving_setup(args: Any, with_anchor: bool = True) -> Iterator[ServingSetup]:
     """Train the champion, start the stack (and the anchor), check each answers; stop all on exit."""
@@ -179,26 +213,15 @@ def serving_setup(args: Any, with_anchor: bool = True) -> Iterator[ServingSetup]
             tracking_store(Path(tmp_name)) as tracking_uri, \
             ProcessGroup(Path(tmp_name) / "logs") as group:
         tmp = Path(tmp_name)
-        paths = data_paths(args, tmp)
-        train, test = load_tables(paths)
-        records = feature_records(distinct_rows(test))
-        from valuation.config import load_config
-
-        model_name = load_config([]).registry.model_name
-        split_bodies = write_bodies(marked_bodies(records, SPLIT_FORMAT), tmp / "split-bodies.txt")
-        inputs_bodies = write_bodies(marked_bodies(records, INPUTS_FORMAT), tmp / "inputs-bodies.txt")
-        proxy_bodies = write_bodies(marked_bodies(records, PROXY_FORMAT, model_name),
-                                    tmp / "proxy-bodies.txt")
-        progress(f"{len(records)} distinct test rows -> one request body each")
+        work = prepare_workload(args, tmp)
+        paths = work.paths
+        split_bodies, inputs_bodies, proxy_bodies = (work.bodies[f] for f in
+                                                     (SPLIT_FORMAT, INPUTS_FORMAT, PROXY_FORMAT))
 
         result = train_project_model(paths)
         anchor_info = None
         if with_anchor:
-            progress("fitting and logging the anchor (sklearn Pipeline, GradientBoostingRegressor)")
-            anchor_uri, anchor_fit_s = log_anchor(train, tracking_uri)
-            anchor_port = free_port()
-            anchor_proc = group.start("anchor", serve_command(anchor_uri, anchor_port),
-                                      env=serve_env(tracking_uri))
+            anchor_proc, anchor_port, anchor_fit_s = start_anchor(group, work.train, tracking_uri)
             anchor_info = {"model": ANCHOR_DESCRIPTION, "fit_s": anchor_fit_s}
         stack = start_stack(group, tmp, tracking_uri)
         model_server = process_tree(stack.model_server_pid)
@@ -216,7 +239,7 @@ def serving_setup(args: Any, with_anchor: bool = True) -> Iterator[ServingSetup]
         for target in targets.values():
             check_answers(target, target.bodies.read_text().split("\n", 1)[0])
         yield ServingSetup(
-            targets=targets, stack=stack, data=paths.describe(), distinct_bodies=len(records),
+            targets=targets, stack=stack, data=paths.describe(), distinct_bodies=work.distinct_bodies,
             project={"model_uri": result.model_uri, "version": result.version,
                      "model_server_ports": list(stack.all_model_server_ports)},
             anchor=anchor_info,

@@ -261,9 +261,10 @@ def rss_summary(samples: Sequence[Mapping[str, float]]) -> dict[str, dict[str, A
     return out
 
 
-def max_proxy_throughput(serving: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The proxy's best single-row requests/s in a serving result, with its concurrency."""
-    levels = ((serving or {}).get("results") or {}).get("proxy") or {}
+def max_proxy_throughput(serving: Mapping[str, Any] | None, target: str = "proxy") -> dict[str, Any] | None:
+    """The proxy's best single-row requests/s in a serving (or throughput) result, with its
+    concurrency; `target` names the result's proxy variant."""
+    levels = ((serving or {}).get("results") or {}).get(target) or {}
     if not levels:
         return None
     connections, best = max(levels.items(), key=lambda item: item[1]["requests_per_s"])
@@ -331,7 +332,17 @@ def soak(endpoint: Endpoint, bodies: Sequence[str], rate: float, connections: in
 
 
 def find_max_throughput(args: Any, setup: Any, plan: SoakPlan) -> dict[str, Any]:
-    """The serving part's figure from the results dir, or a short wrk measurement of this stack."""
+    """The throughput part's production proxy (the newest maximum: rate limit and audit on, with
+    batching when measured), else the serving part's figure from the results dir, else a short wrk
+    measurement of this stack."""
+    throughput = read_result(results_dir(args), "throughput")
+    if throughput:
+        variant = (throughput.get("targets") or {}).get("proxy_measured", "proxy")
+        found = max_proxy_throughput(throughput, variant)
+        if found:
+            progress(f"maximum single-row throughput via the proxy ({variant}) from throughput.json: "
+                     f"{found['requests_per_s']:.1f} req/s at c={found['concurrency']}")
+            return {**found, "source": f"throughput.json ({variant})"}
     found = max_proxy_throughput(read_result(results_dir(args), "serving"))
     if found:
         progress(f"maximum single-row throughput via the proxy from serving.json: "
@@ -357,9 +368,12 @@ def soak_bodies(args: Any, workdir: Path) -> tuple[list[str], str]:
 def run(args: Any) -> dict[str, Any]:
     """Start the stack (as the serving part does), find 80 % of the maximum rate, soak, write soak.json."""
     from bench.serving import serving_setup
+    from bench.throughput import NEVER_REFUSING_LIMIT
 
     plan = SoakPlan.for_args(args)
     stamp = start_stamp()
+    # As production runs: a per-key limit is checked on every request (set high: never refuses).
+    os.environ.setdefault("RATE_LIMIT_PER_KEY", NEVER_REFUSING_LIMIT)
     with serving_setup(args, with_anchor=False) as setup:
         maximum = find_max_throughput(args, setup, plan)
         rate = args.rate or LOAD_FRACTION * maximum["requests_per_s"]
@@ -370,7 +384,8 @@ def run(args: Any) -> dict[str, Any]:
                       stack_rss_probes(setup.stack.proxy_pid, setup.stack.model_server_pid))
     data = {**stamp, "data": setup.data, "distinct_bodies": setup.distinct_bodies,
             "project": setup.project, "plan": asdict(plan), "load_fraction": LOAD_FRACTION,
-            "max_throughput": maximum, "rate_from_flag": bool(args.rate), **result}
+            "max_throughput": maximum, "rate_from_flag": bool(args.rate),
+            "rate_limit_per_key": os.environ.get("RATE_LIMIT_PER_KEY") or None, **result}
     path = write_result(results_dir(args), RESULT_NAME, data, args.quick)
     progress(f"wrote {path}")
     return data

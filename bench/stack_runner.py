@@ -8,6 +8,7 @@ import secrets
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ class RunningStack:
     model_server_port: int
     model_server_pid: int  # the `mlflow models serve` launcher; its tree includes the uvicorn workers
     all_model_server_ports: tuple[int, ...]
+    redis_port: int | None = None  # the stack's own redis-server (own_redis), else the shared one
 
     @property
     def model_server_url(self) -> str:
@@ -38,16 +40,17 @@ class RunningStack:
 
 
 def start_stack(group: ProcessGroup, workdir: Path, tracking_uri: str,
-                proxies: int = 1, extra_env: dict[str, str] | None = None,
-                name: str | None = None) -> RunningStack:
+                proxies: int = 1, *, name: str = "stack", env_overrides: Mapping[str, str] | None = None,
+                own_redis: bool = False) -> RunningStack:
     """Start the stack serving the champion registered in `tracking_uri` (a SQLite store in
     `workdir`) and wait until its proxy says it is ready. `proxies` > 1: that many replicas
     behind the stack's nginx (`make stack PROXIES=N`); the balancer's /ready answers 200 once
-    a replica serves, so each replica is waited for on its own port too. `extra_env`: settings
-    for this stack (e.g. PREDICTION_STORE_ENABLED); `name`: its state folder and process name,
-    for several stacks side by side."""
-    state_dir = workdir / (name or ("stack" if proxies == 1 else f"stack-{proxies}-proxies"))
-    ports = {name: free_port() for name in ("mlflow", "proxy", "vault")}
+    a replica serves, so each replica is waited for on its own port too. Several stacks run side
+    by side under distinct `name`s (state directory, process name), each configured by its
+    `env_overrides`; `own_redis`: the stack starts a redis-server of its own on a free port
+    instead of using the shared one, as a deployment has its own."""
+    state_dir = workdir / (name if proxies == 1 else f"{name}-{proxies}-proxies")
+    ports = {part: free_port() for part in ("mlflow", "proxy", "vault", "redis")}
     model_server_port = free_port_run(4)
     replica_port = free_port_run(proxies) if proxies > 1 else None
     api_key = secrets.token_urlsafe(32)
@@ -59,10 +62,10 @@ def start_stack(group: ProcessGroup, workdir: Path, tracking_uri: str,
         "TRAINING_QUEUE": f"bench-{uuid.uuid4().hex[:8]}",
         "MONITORING_QUEUE": f"bench-monitoring-{uuid.uuid4().hex[:8]}",
         "MONITORING_REDIS_PREFIX": f"bench-monitoring:{uuid.uuid4().hex[:8]}",
-        # Never the checkout's predictions.db: a store of the run's own (or extra_env's).
+        # Never the checkout's predictions.db: a store of the run's own (or env_overrides').
         "PREDICTION_STORE_URL": f"sqlite:///{state_dir / 'predictions.db'}",
-        **(extra_env or {}),
     })
+    env.update(env_overrides or {})
     command = [
         sys.executable, "-m", "serving.devstack",
         "--state-dir", str(state_dir),
@@ -75,14 +78,16 @@ def start_stack(group: ProcessGroup, workdir: Path, tracking_uri: str,
     ]
     if replica_port is not None:
         command += ["--proxies", str(proxies), "--replica-port", str(replica_port)]
+    if own_redis:
+        command += ["--redis-port", str(ports["redis"])]
     progress(f"starting the stack: proxy on {LOOPBACK}:{ports['proxy']}, "
              f"model servers from port {model_server_port}")
-    proc = group.start(name or "stack", command, env=env)
+    proc = group.start(name, command, env=env)
     proxy_url = f"http://{LOOPBACK}:{ports['proxy']}"
     replica_ports = [ports["proxy"]] if replica_port is None else \
         [replica_port + i for i in range(proxies)]
     for port in replica_ports:
-        _wait_ready(f"http://{LOOPBACK}:{port}", proc, group, name or "stack")
+        _wait_ready(f"http://{LOOPBACK}:{port}", proc, group, name)
     proxy_pid = _listening_pid(proc.pid, replica_ports[0])
     servers = _model_servers(proxy_pid, range(model_server_port, model_server_port + 16))
     if not servers:
@@ -90,7 +95,8 @@ def start_stack(group: ProcessGroup, workdir: Path, tracking_uri: str,
     port = min(servers)
     return RunningStack(proxy_url=proxy_url, api_key=api_key, stack_pid=proc.pid, proxy_pid=proxy_pid,
                         model_server_port=port, model_server_pid=servers[port],
-                        all_model_server_ports=tuple(sorted(servers)))
+                        all_model_server_ports=tuple(sorted(servers)),
+                        redis_port=ports["redis"] if own_redis else None)
 
 
 def _wait_ready(proxy_url: str, proc, group: ProcessGroup, name: str = "stack") -> None:

@@ -90,6 +90,7 @@ def create_app(
             app.state.key_store = key_store or await _start_key_store(config, stack)
             app.state.redis = redis or _open_redis(config, stack)
             app.state.rate_limiter = RateLimiter.from_settings(typed.rate_limit, app.state.redis)
+            stack.push_async_callback(app.state.rate_limiter.aclose)
             app.state.audit = audit_log or _open_audit_log(config, stack)
             app.state.supervisor = supervisor or await _start_supervisor(config, typed, stack)
             app.state.http = await stack.enter_async_context(ModelServerClient(typed))

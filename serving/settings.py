@@ -77,6 +77,8 @@ class RateLimitSettings(_Section):
     fail_open: frozenset[str]
     unavailable_log_every_s: float
     recheck_after_failure_s: float
+    lease_fraction: float = 0.0  # serving/ratelimit.py: units a replica reserves per round trip
+    max_lease: int = 1
 
 
 class ModelServerSettings(_Section):

@@ -93,7 +93,7 @@ async def _enforce_rate_limit(request: Request, record: KeyRecord, capability: C
     if limiter is None or limiter.rate_for(record.role) is None:
         return
     try:
-        decision = await run_in_threadpool(limiter.hit, record.key_id, record.role)
+        decision = await limiter.hit_async(record.key_id, record.role)  # no thread-pool hop
     except RateLimitUnavailable as error:
         settings = request.app.state.settings.rate_limit
         if capability in settings.fail_open:

@@ -3,6 +3,7 @@ with a redis-server of our own that the test kills."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -85,6 +86,63 @@ def test_the_counter_is_shared_by_limiters_on_one_redis(redis_conn, prefix) -> N
     assert first.hit("k2", "predict").allowed  # another key has its own counter
     ttl = redis_conn.ttl(f"{prefix}:k1:10:{int(now // 10)}")
     assert 0 < ttl <= 11  # counters expire: nothing accumulates in Redis
+
+
+def test_the_proxys_async_check_counts_on_the_same_counter(redis_conn, prefix) -> None:
+    # The proxy counts with hit_async (asyncio client, Lua script); a replica counting with the
+    # sync hit, or another event loop, must see the same count: the limit holds across replicas.
+    now = 2_000_000.5
+    proxy, other = (RateLimiter(redis_conn, Rate(3, 10), prefix=prefix, clock=lambda: now,
+                                recheck_after_failure_s=RECHECK_S) for _ in range(2))
+
+    async def two_async_hits() -> list[bool]:
+        try:
+            return [(await proxy.hit_async("k1", "predict")).allowed for _ in range(2)]
+        finally:
+            await proxy.aclose()
+
+    assert asyncio.run(two_async_hits()) == [True, True]
+    assert other.hit("k1", "predict").allowed
+    assert not other.hit("k1", "predict").allowed
+    refused = asyncio.run(two_async_hits())  # a new loop: the limiter opens a new client
+    assert refused == [False, False]
+    assert int(redis_conn.get(f"{prefix}:k1:10:{int(now // 10)}")) == 6
+    assert 0 < redis_conn.ttl(f"{prefix}:k1:10:{int(now // 10)}") <= 11
+
+
+def test_leases_spare_round_trips_and_two_replicas_never_admit_more_than_the_limit(
+    redis_conn, prefix
+) -> None:
+    now = 3_000_000.5
+    counter = f"{prefix}:k1:60:{int(now // 60)}"
+    first, second = (RateLimiter(redis_conn, Rate(1000, 60), prefix=prefix, clock=lambda: now,
+                                 recheck_after_failure_s=RECHECK_S, lease_fraction=0.01, max_lease=32)
+                     for _ in range(2))
+    assert first.lease_size(Rate(1000, 60)) == 10  # 1 % of the limit, under max_lease
+    assert first.lease_size(Rate(10**9, 1)) == 32 and first.lease_size(Rate(50, 1)) == 1
+
+    async def hits(limiter: RateLimiter, n: int) -> list[bool]:
+        return [(await limiter.hit_async("k1", "predict")).allowed for _ in range(n)]
+
+    async def load() -> tuple[list[bool], list[bool], int]:
+        try:
+            opening = await hits(first, 15)
+            after_15 = int(redis_conn.get(counter))
+            admitted = opening + await hits(second, 7)
+            # Both replicas keep asking, in turns, well past the limit.
+            for _ in range(120):
+                admitted += await hits(first, 5) + await hits(second, 5)
+            return opening, admitted, after_15
+        finally:
+            await first.aclose()
+            await second.aclose()
+
+    opening, admitted, after_15 = asyncio.run(load())
+    assert opening == [True] * 15
+    assert after_15 == 20  # two leases of 10: 2 round trips for 15 requests, not 15
+    # Never more than the limit; at most (lease - 1) per replica left unspent at the end.
+    assert 1000 - 2 * 9 <= sum(admitted) <= 1000
+    assert not any(admitted[-10:])
 
 
 def test_per_role_overrides(redis_conn, prefix) -> None:
