@@ -69,7 +69,9 @@ def main() -> None:
     unknown = sorted(set(chosen) - set(PARTS))
     if unknown:
         cli.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
-    if {"serving", "throughput", "prediction_store", "replicas", "soak", "profile_serving", "batches"} & set(chosen):
+    wrk_parts = {"serving", "throughput", "prediction_store", "replicas", "soak", "profile_serving",
+                 "batches"}
+    if wrk_parts & set(chosen):
         try:
             require_wrk()
         except BenchError as error:

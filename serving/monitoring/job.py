@@ -34,7 +34,8 @@ from serving.monitoring.plots import drift_plot, live_error_plot
 from serving.monitoring.reference import ReferenceMissing, load_reference, served_version
 from serving.monitoring.retraining import RetrainingOutcome, act_on
 from serving.monitoring.store_reader import StoreTables, Window
-from serving.settings import get_settings, secret
+from serving.prediction_store.settings import store_settings
+from serving.settings import get_settings
 from valuation.config import ensure_experiment, tracking_uri
 from valuation.model_runtime.schema import FEATURES
 from valuation.monitoring.drift import DriftResult, DriftThresholds, compare
@@ -75,16 +76,15 @@ def run_monitoring(trigger: str = "api", reschedule: bool = False) -> dict[str, 
 
 
 def open_store(settings: DictConfig) -> StoreTables:
-    """The prediction store's tables, through the URL in the env var `store_url_env` names."""
+    """The prediction store's tables, at the URL the proxy writes to (`prediction_store:`)."""
     import sqlalchemy as sa
 
-    section = settings.monitoring_job
-    url = secret(str(section.store_url_env))
-    if not url:
-        raise MonitoringSkipped(f"no prediction store: set {section.store_url_env} to its "
-                                "SQLAlchemy URL")
-    engine = sa.create_engine(url, pool_pre_ping=True)
-    return StoreTables.reflect(engine, schema=section.get("store_schema") or None)
+    store = store_settings(settings)
+    if not store.enabled:
+        raise MonitoringSkipped("the prediction store is off (prediction_store.enabled=false, "
+                                "env PREDICTION_STORE_ENABLED): there are no predictions to monitor")
+    engine = sa.create_engine(store.database_url, pool_pre_ping=True)
+    return StoreTables.reflect(engine, schema=settings.monitoring_job.get("store_schema") or None)
 
 
 def monitor(settings: DictConfig, *, redis: Any, tables: StoreTables, trigger: str,

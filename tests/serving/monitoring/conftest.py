@@ -171,6 +171,7 @@ def monitoring_settings(tmp_path: Path, monitored_model: MonitoredModel,
                            "redis_prefix": f"test-monitoring:{unique}",
                            "window": {"rows": 1200, "min_rows": 500}},
         "retraining": {"min_feedback_rows": 300, "cooldown_s": 600},
+        "prediction_store": {"url": prediction_store.url},
     })
     yield settings
     for queue in (settings.jobs.queue, settings.monitoring_job.queue):

@@ -140,10 +140,10 @@ def test_valuation_monitor_run_prints_the_summary(
         assert no_redis.exit_code == 1 and "Traceback" not in no_redis.output
         assert "Redis at 127.0.0.1:" in no_redis.stderr and "is unavailable" in no_redis.stderr
 
-        monkeypatch.setenv("PREDICTION_STORE_URL", "")
+        monkeypatch.setenv("PREDICTION_STORE_ENABLED", "false")
         get_settings.cache_clear()
         refused = CliRunner().invoke(cli_app, ["monitor", "run"])
         assert refused.exit_code == 1
-        assert "no prediction store: set PREDICTION_STORE_URL" in refused.stderr
+        assert "the prediction store is off (prediction_store.enabled=false" in refused.stderr
     finally:
         get_settings.cache_clear()
