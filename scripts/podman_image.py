@@ -82,7 +82,7 @@ def ca_bundle() -> Path:
 
 def make_base(name: str = BASE_IMAGE, mirror: str | None = None) -> bool:
     """Debootstrap a minimal bookworm with Python and import it as `name`; False when it exists."""
-    require("podman", "debootstrap")
+    require("podman", "runc", "debootstrap")
     if image_exists(name):
         return False
     if os.geteuid() != 0:
@@ -102,7 +102,7 @@ def make_base(name: str = BASE_IMAGE, mirror: str | None = None) -> bool:
 def build_image(tag: str = IMAGE, base: str = BASE_IMAGE) -> float:
     """Build docker/Dockerfile on `base` as `tag`; returns the seconds the build took. pip in
     the build trusts the host's CA bundle: its directory is mounted read-only at the same path."""
-    require("podman")
+    require("podman", "runc")
     bundle = ca_bundle()
     started = time.monotonic()
     subprocess.run(podman("build", *CONTAINER_FLAGS,
@@ -168,7 +168,7 @@ def run(command: Annotated[list[str], typer.Argument(help="command to run in the
         name: str | None = None, detach: bool = False, tag: str = IMAGE) -> None:
     """Run COMMAND in the image with host networking (Redis, Vault... on the host's loopback)."""
     try:
-        require("podman")
+        require("podman", "runc")
     except Missing as error:
         _fail(error)
     done = subprocess.run(run_command(command, tag=tag, env=env, volumes=volume, name=name,
