@@ -45,18 +45,34 @@ def test_the_image_runs_as_its_unprivileged_user(built_image) -> None:
 
 
 @pytest.fixture
-def readable_store(trained_model: TrainedModel, tmp_path: Path) -> Path:
-    """A world-readable copy of the session's trained store, to mount read-only where the
-    original lies (its paths are absolute): pytest's temp dirs are private (0700) to the host
-    user, and the container's user is another one."""
+def shared_store(trained_model: TrainedModel, tmp_path: Path) -> Path:
+    """A copy of the session's trained store that the container's user may write, to mount where
+    the original lies (its paths are absolute). pytest's temp dirs are private (0700) to the host
+    user, and the container runs as another; MLflow writes a registered_model_meta file beside a
+    model it loads from a local artifact store (from S3 it downloads to a temp dir instead)."""
     copy = tmp_path / "store"
     shutil.copytree(trained_model.root, copy, ignore=shutil.ignore_patterns("*.lock"))
     for path in (copy, *copy.rglob("*")):
-        path.chmod(0o755 if path.is_dir() else 0o644)
+        path.chmod(0o777 if path.is_dir() else 0o666)
     return copy
 
 
-def test_the_proxy_container_answers_a_prediction(built_image, trained_model, readable_store,
+def diagnose(name: str, base: str) -> str:
+    """/ready's answer, the container's log and its model servers' logs (progress bars left out)."""
+    podman = podman_image.podman
+    try:
+        ready = httpx.get(f"{base}/ready", timeout=5).text
+    except httpx.HTTPError as error:
+        ready = repr(error)
+    logs = subprocess.run(podman("logs", name), capture_output=True, text=True)
+    servers = subprocess.run(podman("exec", name, "sh", "-c", "tail -n 40 /app/.stack/model-servers/*.log"),
+                             capture_output=True, text=True)
+    lines = [line for line in (logs.stdout + logs.stderr + servers.stdout + servers.stderr).splitlines()
+             if line.strip() and "Downloading artifacts" not in line]
+    return f"/ready: {ready}\n" + "\n".join(lines[-120:])
+
+
+def test_the_proxy_container_answers_a_prediction(built_image, trained_model, shared_store,
                                                   bao) -> None:  # noqa: F811
     api_key = f"pv_image_{secrets.token_urlsafe(16)}"
     credentials = bootstrap(bao.addr, bao.root_token, api_key=api_key,
@@ -77,7 +93,7 @@ def test_the_proxy_container_answers_a_prediction(built_image, trained_model, re
     command = podman_image.run_command(
         ["uvicorn", "serving.app:app", "--host", "127.0.0.1", "--port", str(port)],
         tag=built_image, env=list(env), name=name, detach=True,
-        volumes=[f"{readable_store}:{trained_model.root}:ro"])
+        volumes=[f"{shared_store}:{trained_model.root}"])
     started = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True,
                              timeout=120)
     assert started.returncode == 0, started.stderr
@@ -94,8 +110,7 @@ def test_the_proxy_container_answers_a_prediction(built_image, trained_model, re
         try:
             wait_for(ready, READY_TIMEOUT_S, "the proxy container's /ready", every_s=2)
         except AssertionError:
-            logs = subprocess.run(podman("logs", name), capture_output=True, text=True)
-            raise AssertionError(f"not ready; container log:\n{(logs.stdout + logs.stderr)[-5000:]}")
+            raise AssertionError(f"not ready: {diagnose(name, base)}") from None
         answer = httpx.post(f"{base}/predict", json=SPEC_PREDICT_BODY,
                             headers={"X-API-Key": api_key}, timeout=30)
         assert answer.status_code == 200, answer.text
