@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -236,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     # Logs on stderr: stdout carries only the credentials file's path, for scripts to read.
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
+    # The standard library's loggers too (httpx logs each request to the Kubernetes API).
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+            handler.setStream(sys.stderr)
 
     settings = get_settings()
     wait_s = args.wait if args.wait is not None else float(settings.vault.init_wait_s)

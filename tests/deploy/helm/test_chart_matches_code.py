@@ -21,6 +21,7 @@ from tests.support.deployment import (
     module_defines,
     names_read_by_code,
 )
+from tests.support.logging_state import structlog_restored  # noqa: F401  (fixture)
 from valuation.config import PROJECT_ROOT
 
 DOCKERFILE = PROJECT_ROOT / "docker" / "Dockerfile"
@@ -268,7 +269,8 @@ def hook_phases(manifest: dict) -> set[str]:
     return set(manifest["metadata"]["annotations"]["helm.sh/hook"].split(","))
 
 
-def test_vault_init_job_writes_the_secret_the_proxy_reads(everything, monkeypatch, capsys):
+def test_vault_init_job_writes_the_secret_the_proxy_reads(everything, monkeypatch, capsys,
+                                                          structlog_restored):  # noqa: F811
     from serving import vault_init
 
     job = everything.get("Job", "vault-init")

@@ -8,6 +8,8 @@ It enforces the chart's Role (get/patch on the one Secret, create), so a write o
 from __future__ import annotations
 
 import secrets
+import subprocess
+import sys
 
 import hvac
 import pytest
@@ -16,6 +18,8 @@ from serving import vault_init
 from serving.kubernetes_secret import Cluster, KubernetesError, write_secret
 from serving.vault_init import bootstrap, publish_credentials
 from tests.support.kubernetes_api import serve_kubernetes_api
+from tests.support.logging_state import structlog_restored  # noqa: F401  (fixture)
+from tests.support.serving import child_env
 
 SECRET = "valuation-vault-approle"
 NAMESPACE = "valuation-test"
@@ -80,20 +84,38 @@ def test_in_cluster_reads_what_kubernetes_mounts(tmp_path) -> None:
         Cluster.in_cluster(env, tmp_path / "missing")
 
 
-def test_the_jobs_command_writes_the_secret(api, bao, monkeypatch, capsys) -> None:
-    # The chart's command line, end to end against the real OpenBao; only the pod's discovery of
-    # the API server is pointed at the stand-in (it would be https://KUBERNETES_SERVICE_HOST).
-    monkeypatch.setattr(vault_init.Cluster, "in_cluster", classmethod(lambda cls: cluster_of(api)))
-    monkeypatch.setenv("VAULT_TOKEN", bao.root_token)
-    monkeypatch.setenv("API_KEY", "job-seeded-key")
-    assert vault_init.main(["--kubernetes-secret", SECRET, "--addr", bao.addr, "--wait", "10"]) == 0
-    out, err = capsys.readouterr()
+# The chart's command line, run as the Job runs it, against the real OpenBao. Only the pod's
+# discovery of the API server is pointed at the stand-in (in a pod it is
+# https://$KUBERNETES_SERVICE_HOST with the mounted CA and token). A child process: main() points
+# structlog at its own stderr, which must not outlive the test.
+JOB_WITH_STAND_IN_API = """
+import os, sys
+from serving import vault_init
+from serving.kubernetes_secret import Cluster
+stand_in = Cluster(os.environ["STAND_IN_API"], os.environ["STAND_IN_NAMESPACE"],
+                   os.environ["STAND_IN_TOKEN"], ca_file=None)
+vault_init.Cluster.in_cluster = classmethod(lambda cls: stand_in)
+sys.exit(vault_init.main(sys.argv[1:]))
+"""
+
+
+def test_the_jobs_command_writes_the_secret(api, bao) -> None:
+    env = {**child_env(), "VAULT_TOKEN": bao.root_token, "API_KEY": "job-seeded-key",
+           "STAND_IN_API": api.url, "STAND_IN_NAMESPACE": api.namespace, "STAND_IN_TOKEN": api.token}
+    done = subprocess.run([sys.executable, "-c", JOB_WITH_STAND_IN_API, "--kubernetes-secret",
+                           SECRET, "--addr", bao.addr, "--wait", "10"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
     stored = api.decoded(SECRET)
-    assert out == ""  # no file was asked for
-    assert stored["secret_id"] not in out + err and bao.root_token not in out + err
-    assert "vault_approle_secret_written" in err
+    assert done.stdout == ""  # no file was asked for
+    assert stored["secret_id"] not in done.stdout + done.stderr
+    assert bao.root_token not in done.stdout + done.stderr
+    assert "vault_approle_secret_written" in done.stderr
+    client = hvac.Client(url=bao.addr, timeout=2)
+    client.auth.approle.login(role_id=stored["role_id"], secret_id=stored["secret_id"])
+    assert client.is_authenticated()
 
 
-def test_the_command_needs_somewhere_to_write(capsys) -> None:
+def test_the_command_needs_somewhere_to_write(capsys, structlog_restored) -> None:  # noqa: F811
     assert vault_init.main(["--addr", "http://127.0.0.1:9"]) == 2
     assert "--out FILE and/or --kubernetes-secret NAME" in capsys.readouterr().err
