@@ -17,7 +17,9 @@ install: $(BIN)/valuation $(CHECKOV) system-packages
 
 # Debian packages the stack and its tests run: nginx balances `make stack PROXIES=2`; promtool
 # (package prometheus) checks deploy/prometheus/'s alert rules; chromium runs the web pages'
-# browser tests (Playwright drives it; it cannot download a browser here).
+# browser tests (Playwright drives it; it cannot download a browser here); podman, runc and
+# debootstrap build and run the image (scripts/podman_image.py, tests/docker/). The image is
+# built as root with host networking, so rootless podman's uidmap and slirp4netns are not needed.
 # Installed when missing and we are root (CI); otherwise the command to run is printed.
 system-packages:
 	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { \
@@ -31,6 +33,11 @@ system-packages:
 	@[ -x /usr/bin/chromium ] || { \
 		if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium; \
 		else echo "the browser tests (tests/serving/ui) need chromium: run  sudo apt-get install -y chromium" >&2; \
+		fi; }
+	@{ command -v podman && { command -v runc || [ -x /usr/sbin/runc ]; } \
+		&& { command -v debootstrap || [ -x /usr/sbin/debootstrap ]; }; } >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y podman runc debootstrap; \
+		else echo "the image build (scripts/podman_image.py) needs podman: run  sudo apt-get install -y podman runc debootstrap" >&2; \
 		fi; }
 
 $(BIN)/valuation: pyproject.toml

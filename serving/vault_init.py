@@ -10,12 +10,16 @@ instead of the root token. Used by `make stack` and by the compose one-shot init
 reads VAULT_ADDR (+ VAULT_PORT), VAULT_TOKEN or VAULT_DEV_ROOT_TOKEN, and API_KEY from the
 environment, writes {"role_id", "secret_id", ...} to the file (mode 600) and prints only its path.
 Point the proxy at it with VAULT_APPROLE_FILE, or export VAULT_ROLE_ID / VAULT_SECRET_ID.
+In a Kubernetes pod (the Helm chart's vault-init Job), `--kubernetes-secret NAME` puts the same
+keys in the Secret NAME of the pod's namespace instead (serving/kubernetes_secret.py), which the
+proxy Deployment reads role_id and secret_id from.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -30,6 +34,7 @@ from omegaconf import DictConfig
 
 from serving.keys.records import hash_key, key_id_of
 from serving.keys.vault_store import seed_admin_key
+from serving.kubernetes_secret import Cluster, KubernetesError, write_secret
 from serving.logging import configure_logging, get_logger
 from serving.settings import get_settings, secret
 from serving.vault import (
@@ -190,6 +195,15 @@ def write_credentials(result: BootstrapResult, path: str | os.PathLike[str]) -> 
     return target
 
 
+def publish_credentials(result: BootstrapResult, cluster: Cluster, secret_name: str) -> str:
+    """Put the credentials document's keys (role_id, secret_id, ...) in the Kubernetes Secret
+    `secret_name`; returns "created" or "updated"."""
+    action = write_secret(cluster, secret_name, result.credentials_document())
+    log.info("vault_approle_secret_written", secret=secret_name, namespace=cluster.namespace,
+             action=action)
+    return action
+
+
 def wait_until_ready(addr: str, timeout_s: float, vault: DictConfig) -> None:
     """Wait until Vault answers its health endpoint unsealed (compose starts both together),
     probing every `vault.init_poll_s`, each probe bounded by `vault.timeout_s`."""
@@ -207,7 +221,13 @@ def main(argv: list[str] | None = None) -> int:
         description="Prepare Vault/OpenBao for the valuation proxy (idempotent).",
     )
     parser.add_argument(
-        "--out", required=True, help="file to write the proxy's AppRole credentials to (mode 600)"
+        "--out", help="file to write the proxy's AppRole credentials to (mode 600)"
+    )
+    parser.add_argument(
+        "--kubernetes-secret",
+        metavar="NAME",
+        help="in a Kubernetes pod: create or update this Secret (of the pod's namespace) with the "
+        "credentials, using the pod's service-account token",
     )
     parser.add_argument("--addr", help="Vault URL (default: VAULT_ADDR + VAULT_PORT)")
     parser.add_argument(
@@ -217,11 +237,19 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     # Logs on stderr: stdout carries only the credentials file's path, for scripts to read.
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
+    # The standard library's loggers too (httpx logs each request to the Kubernetes API).
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+            handler.setStream(sys.stderr)
 
     settings = get_settings()
     wait_s = args.wait if args.wait is not None else float(settings.vault.init_wait_s)
     raw_addr = args.addr or settings.vault.addr
     root_token = secret("VAULT_TOKEN") or secret("VAULT_DEV_ROOT_TOKEN")
+    if not args.out and not args.kubernetes_secret:
+        print("error: say where the credentials go: --out FILE and/or --kubernetes-secret NAME",
+              file=sys.stderr)
+        return 2
     if not raw_addr:
         print("error: set VAULT_ADDR (and VAULT_PORT) or pass --addr", file=sys.stderr)
         return 2
@@ -229,13 +257,18 @@ def main(argv: list[str] | None = None) -> int:
         print("error: set VAULT_TOKEN or VAULT_DEV_ROOT_TOKEN to a root token", file=sys.stderr)
         return 2
     try:
+        # Before touching Vault: outside a pod (or without a token) nothing is bootstrapped.
+        cluster = Cluster.in_cluster() if args.kubernetes_secret else None
         addr = vault_url(raw_addr, None if args.addr else settings.vault.port)
         wait_until_ready(addr, wait_s, settings.vault)
         result = bootstrap(addr, root_token, api_key=secret("API_KEY"), settings=settings)
-    except (VaultError, hvac_errors.VaultError) as exc:
+        if cluster is not None:
+            publish_credentials(result, cluster, args.kubernetes_secret)
+    except (VaultError, hvac_errors.VaultError, KubernetesError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(write_credentials(result, args.out))
+    if args.out:
+        print(write_credentials(result, args.out))
     return 0
 
 

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from rq import Queue
 from serving.jobs.queue import SERIALIZER
 from serving.model_servers.served import ServedModel
 from serving.ports import free_port
+from tests.support.http_server import serve_on_loopback
 from valuation.config import PROJECT_ROOT, load_config
 from valuation.model_runtime.validation import ValidationRules
 
@@ -221,16 +222,9 @@ def serve_fake_model_server() -> Iterator[FakeModelServer]:
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the proxy gave up first (the timeout test)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serve_on_loopback(Handler) as url:
+        state.url = url
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @contextmanager

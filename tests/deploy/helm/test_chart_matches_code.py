@@ -21,6 +21,7 @@ from tests.support.deployment import (
     module_defines,
     names_read_by_code,
 )
+from tests.support.logging_state import structlog_restored  # noqa: F401  (fixture)
 from valuation.config import PROJECT_ROOT
 
 DOCKERFILE = PROJECT_ROOT / "docker" / "Dockerfile"
@@ -188,9 +189,8 @@ def test_writable_places_are_empty_dirs_where_the_code_writes(everything):
     assert {"/tmp", env["MODEL_SERVER_RUN_DIR"]["value"],
             str(PurePosixPath(env["AUDIT_LOG_PATH"]["value"]).parent)} <= mounts
     assert "MODEL_SERVER_RUN_DIR=/app/.stack/model-servers" in DOCKERFILE.read_text()
-    init = everything.container("Job", "vault-init")
-    written = init["command"][init["command"].index("--out") + 1]
-    assert str(PurePosixPath(written).parent) in mounts_of(init)
+    # The vault-init Job writes a Secret through the API, no file (so no volume but /tmp).
+    assert "--out" not in everything.container("Job", "vault-init")["command"]
     for kind, name in WORKLOADS:
         assert "/tmp" in mounts_of(everything.container(kind, name)), name
 
@@ -203,7 +203,9 @@ def test_every_pod_is_hardened(renderings, values_name):
     specs = pod_specs(renderings[values_name])
     assert specs
     for spec in specs:
-        assert spec["automountServiceAccountToken"] is False
+        # Only the vault-init Job talks to the Kubernetes API (test_vault_init_job_...).
+        if spec["containers"][0]["name"] != "vault-init":
+            assert spec["automountServiceAccountToken"] is False
         assert spec["securityContext"]["runAsNonRoot"] is True
         for container in spec["containers"]:
             context = container["securityContext"]
@@ -262,3 +264,80 @@ def test_service_monitor_scrapes_the_proxy_metrics_port(everything, defaults):
     assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics",
                                              "interval": "30s"}]
     assert not defaults.of_kind("ServiceMonitor")
+
+
+# ---- the vault-init Job writes the proxy's AppRole Secret ------------------------------------
+
+
+def hook_phases(manifest: dict) -> set[str]:
+    return set(manifest["metadata"]["annotations"]["helm.sh/hook"].split(","))
+
+
+def test_vault_init_job_writes_the_secret_the_proxy_reads(everything, monkeypatch, capsys,
+                                                          structlog_restored):  # noqa: F811
+    from serving import vault_init
+
+    job = everything.get("Job", "vault-init")
+    words = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    secret_name = words[words.index("--kubernetes-secret") + 1]
+    proxy_env = env_of(everything.container("Deployment", "proxy"))
+    refs = {name: proxy_env[name]["valueFrom"]["secretKeyRef"]
+            for name in ("VAULT_ROLE_ID", "VAULT_SECRET_ID")}
+    assert {ref["name"] for ref in refs.values()} == {secret_name}
+    # The code behind the Job's flag writes the credentials document's keys into that Secret:
+    # the keys the proxy reads are among them.
+    written = vault_init.BootstrapResult("r", "s", "role", "policy", "approle", "secret",
+                                         "keys", None).credentials_document()
+    assert {ref["key"] for ref in refs.values()} <= set(written)
+    # The module takes the Job's arguments and goes for the pod's Kubernetes credentials (here,
+    # outside a pod, it stops there, before touching Vault).
+    monkeypatch.setenv("VAULT_TOKEN", "root-token-never-used")
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert vault_init.main([*words[3:], "--addr", "http://127.0.0.1:9"]) == 1
+    assert "not in a Kubernetes pod" in capsys.readouterr().err
+    # Before install/upgrade: the Secret exists before any proxy pod starts.
+    assert hook_phases(job) == {"pre-install", "pre-upgrade"}
+
+
+def test_vault_init_job_alone_may_write_that_one_secret(everything, defaults):
+    job = everything.get("Job", "vault-init")
+    pod = job["spec"]["template"]["spec"]
+    account = pod["serviceAccountName"]
+    proxy_env = env_of(everything.container("Deployment", "proxy"))
+    secret_name = proxy_env["VAULT_ROLE_ID"]["valueFrom"]["secretKeyRef"]["name"]
+    assert pod["automountServiceAccountToken"] is True
+    assert account == f"{RELEASE}-vault-init"
+    # Its own ServiceAccount (token not mounted by default), Role and RoleBinding.
+    sa = everything.get("ServiceAccount", "vault-init")
+    assert sa["automountServiceAccountToken"] is False
+    role = everything.get("Role", "vault-init")
+    binding = everything.get("RoleBinding", "vault-init")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account,
+                                    "namespace": job["metadata"]["namespace"]}]
+    named, create = role["rules"]
+    assert named == {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [secret_name],
+                     "verbs": ["get", "patch"]}
+    # RBAC cannot restrict create by name; create alone reads and changes nothing existing.
+    assert create == {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}
+    # They exist only while the hooks run: made before the Job, deleted when the hooks succeed.
+    for manifest in (sa, role, binding):
+        annotations = manifest["metadata"]["annotations"]
+        assert hook_phases(manifest) == hook_phases(job)
+        assert int(annotations["helm.sh/hook-weight"]) < int(
+            job["metadata"]["annotations"]["helm.sh/hook-weight"])
+        assert "hook-succeeded" in annotations["helm.sh/hook-delete-policy"]
+    # No other pod uses that account or mounts a token; nothing of it without vault.init.
+    for spec in pod_specs(everything):
+        if spec["containers"][0]["name"] != "vault-init":
+            assert spec["serviceAccountName"] != account
+    assert not defaults.of_kind("Role") and not defaults.of_kind("RoleBinding")
+
+
+def test_vault_init_refuses_secret_keys_it_does_not_write():
+    import helm_python as helm
+
+    values = {"vault": {"init": {"enabled": True}, "approle": {"roleIdKey": "id"}}}
+    with pytest.raises(Exception, match="role_id and secret_id"):
+        helm.Chart.load(CHART).render(values, name=RELEASE, namespace="valuation-test")

@@ -46,6 +46,11 @@ http://{{ include "valuation.componentName" (dict "root" . "component" "tracking
 {{- define "valuation.podCommon" -}}
 serviceAccountName: {{ include "valuation.serviceAccountName" . }}
 automountServiceAccountToken: false
+{{ include "valuation.podSecurity" . }}
+{{- end -}}
+
+{{/* The pod security context and pull secrets (the vault-init Job has its own service account). */}}
+{{- define "valuation.podSecurity" -}}
 securityContext:
   {{- toYaml .Values.podSecurityContext | nindent 2 }}
 {{- with .Values.imagePullSecrets }}
