@@ -7,7 +7,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -24,6 +24,7 @@ from bench.soak import (
     summarize,
     window_stats,
 )
+from tests.support.http_server import serve_on_loopback
 
 
 def test_windows_count_by_issue_time_and_take_latency_from_200s_only():
@@ -161,15 +162,8 @@ class _Answering(BaseHTTPRequestHandler):
 @pytest.fixture
 def answering_server() -> Iterator[str]:
     _Answering.received, _Answering.keys, _Answering.statuses = [], set(), []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Answering)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/predict"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_on_loopback(_Answering) as base_url:
+        yield f"{base_url}/predict"
 
 
 def test_the_client_sends_distinct_bodies_and_counts_every_answer(answering_server):
