@@ -38,6 +38,7 @@ from serving.logging import configure_logging, get_logger
 from serving.monitoring.metrics import MonitoringCollector
 from serving.prediction.service import PricingMetrics, PricingService
 from serving.prediction_store.proxy import start_store
+from serving.prediction_store.writer import StoreMetrics
 from serving.ratelimit import RateLimiter
 from serving.settings import ServingSettings, get_settings
 from serving.ui import install_ui
@@ -97,7 +98,7 @@ def create_app(
             app.state.pricing = await stack.enter_async_context(
                 PricingService.open(typed, config, app.state.http, app.state.pricing_metrics))
             app.state.prediction_store = await start_store(typed.prediction_store,
-                                                           app.state.metrics.registry, stack)
+                                                           app.state.store_metrics, stack)
             log.info("proxy_started", model=typed.registry.model_name, queue=typed.jobs.queue,
                      key_store=getattr(app.state.key_store, "backend", "custom"))
             yield
@@ -117,6 +118,7 @@ def create_app(
     app.state.serving_config = config
     app.state.metrics = ProxyMetrics()
     app.state.pricing_metrics = PricingMetrics(app.state.metrics.registry)
+    app.state.store_metrics = StoreMetrics(app.state.metrics.registry)
     # The monitoring job's latest figures, read from Redis at each scrape (serving/monitoring/).
     app.state.metrics.registry.register(MonitoringCollector(
         lambda: getattr(app.state, "redis", None), str(config.monitoring_job.redis_prefix)))

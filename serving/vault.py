@@ -8,6 +8,7 @@ every way of not getting an answer into `VaultUnavailable`, so callers can fail 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -24,6 +25,10 @@ from omegaconf import DictConfig
 
 from serving.logging import get_logger
 from serving.settings import get_settings
+
+# urllib3 logs each request line at DEBUG; the key store's Vault paths carry key hashes, which
+# must never reach a log, whatever level a deployment or a test sets.
+logging.getLogger("urllib3.connectionpool").setLevel(logging.INFO)
 
 log = get_logger(__name__)
 T = TypeVar("T")

@@ -355,6 +355,8 @@ def _metadata(request: Request, settings: ServingSettings, model_name: str,
 def _model_ready(request: Request, settings: ServingSettings, model_name: str,
                  version: str | None) -> Response:
     is_ready = _served(request, settings, model_name, version) is not None
+    if not is_ready and version is not None:  # a version not loaded here is unknown to this server
+        raise api_error(404, _not_served(version))
     return _json({"name": model_name, "ready": is_ready}, 200 if is_ready else 503)
 
 

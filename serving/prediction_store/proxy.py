@@ -14,7 +14,6 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
-from prometheus_client import CollectorRegistry
 
 from serving.api.observability import request_id_of
 from serving.logging import get_logger
@@ -26,15 +25,16 @@ from serving.redaction import redact_uri
 log = get_logger("serving.prediction_store")
 
 
-async def start_store(settings: PredictionStoreSettings, registry: CollectorRegistry,
+async def start_store(settings: PredictionStoreSettings, metrics: StoreMetrics,
                       stack: AsyncExitStack) -> Any:
-    """The running PredictionWriter (closed with `stack`), or None when the store is disabled."""
+    """The running PredictionWriter (closed with `stack`), or None when the store is disabled.
+    `metrics` are made once per app (its lifespan may run more than once, e.g. under tests)."""
     if not settings.enabled:
         log.info("prediction_store_disabled")
         return None
     url = settings.database_url
     writer = PredictionWriter(open_engine(url, settings.connect_timeout_s), settings,
-                              StoreMetrics(registry))
+                              metrics)
     try:
         await run_in_threadpool(writer.prepare)
     except Unreachable as error:

@@ -254,8 +254,12 @@ def test_a_killed_worker_fails_its_job_and_registers_nothing(
     worker = start_worker(**heartbeat)
     run_id = wait_for(lambda: (fetch_job(redis_conn, job_id).meta or {}).get("run_id"), 120,
                       "the training run to start", 0.2)
-    wait_for(lambda: _processes_of_run(run_id), 60, "the run's processes to appear", 0.2)
-    [horse] = psutil.Process(worker.process.pid).children()
+    run_processes = wait_for(lambda: _processes_of_run(run_id), 60,
+                             "the run's processes to appear", 0.2)
+    # The worker's children are the horse and RQ's scheduler: the horse is the run's ancestor.
+    [horse] = [child for child in psutil.Process(worker.process.pid).children()
+               if any(child.pid in [p.pid for p in psutil.Process(pid).parents()] + [pid]
+                      for pid in run_processes if psutil.pid_exists(pid))]
     targets = {"horse": [horse.pid], "worker": [worker.process.pid],
                "worker_and_horse": [worker.process.pid, horse.pid]}[victim]
     try:
