@@ -130,9 +130,9 @@ def test_valuation_monitor_run_prints_the_summary(
     try:
         result = CliRunner().invoke(cli_app, ["monitor", "run"])
         assert result.exit_code == 0, result.output
-        # stdout may also carry a structured log line when an earlier test configured logging.
-        [summary] = [line for line in map(json.loads, result.stdout.splitlines())
-                     if "window_rows" in line]
+        # stdout may also carry structured log lines when an earlier test configured logging.
+        [summary] = [document for document in _json_documents(result.stdout)
+                     if "window_rows" in document]
         assert summary["status"] == "ok" and summary["window_rows"] == 550
         assert summary["drifted_features"] == [] and not summary["retraining_triggered"]
 
@@ -149,3 +149,15 @@ def test_valuation_monitor_run_prints_the_summary(
         assert "the prediction store is off (prediction_store.enabled=false" in refused.stderr
     finally:
         get_settings.cache_clear()
+
+
+def _json_documents(text: str) -> list[dict]:
+    """Every JSON document in `text`, one after the other (pretty-printed or one per line)."""
+    decoder, documents, position = json.JSONDecoder(), [], 0
+    while position < len(text):
+        if text[position].isspace():
+            position += 1
+            continue
+        document, position = decoder.raw_decode(text, position)
+        documents.append(document)
+    return documents
