@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -143,8 +146,16 @@ def test_concurrent_infer_requests_are_batched(v2, serving_supervisor) -> None:
     client, url, headers, _ = v2
     rows = synthetic_rows(24, seed=36)
     reference = unbatched_prices(serving_supervisor.current().base_url, rows)
-    pending = [client.async_infer(MODEL_NAME, pandas_inputs([row]), outputs=PRICE,
-                                  parameters=PANDAS, headers=headers) for row in rows]
+    [server] = [s for s in serving_supervisor.status()["servers"] if s.get("phase") == "ready"]
+    # The model server is frozen while the requests go out: the first call is held in flight, so
+    # the ones that arrive meanwhile must gather into batches, however loaded the machine is.
+    os.killpg(server["pid"], signal.SIGSTOP)
+    try:
+        pending = [client.async_infer(MODEL_NAME, pandas_inputs([row]), outputs=PRICE,
+                                      parameters=PANDAS, headers=headers) for row in rows]
+        time.sleep(2.0)
+    finally:
+        os.killpg(server["pid"], signal.SIGCONT)
     prices = [request.get_result().as_numpy("price").tolist()[0] for request in pending]
     assert prices == pytest.approx(reference, rel=1e-9)
     assert metric(url, "valuation_batch_requests_sum") == len(rows)
