@@ -3,10 +3,11 @@
 Starts, on the same champion and the same distinct test rows (one row per request, every body
 different):
   anchor          the bare `mlflow models serve` of a plain sklearn Pipeline (bench/anchor.py)
-  proxy           the project's stack as production runs it: a per-key rate limit set (high
-                  enough never to refuse), the audit trail on, micro-batching off
+  proxy           the project's stack with a per-key rate limit set (high enough never to
+                  refuse), the audit trail and the prediction store on, micro-batching off
   proxy_no_limit  the same without a rate limit: the limit's share of the proxy's cost
-  proxy_batching  the same as `proxy` with micro-batching on (when the build has the switch)
+  proxy_batching  the same as `proxy` with micro-batching on: production, as conf/serving.yaml
+                  ships it
   inprocess       one FastAPI process pricing in-process (bench/inprocess_app.py)
 Each proxy variant is a stack of its own (its own Redis, model server and audit file), differing
 only by environment overrides (`ProxyVariant.env`). wrk drives each at every concurrency, the
@@ -75,11 +76,11 @@ class ProxyVariant:
 
 
 PROXY_VARIANTS = (
-    ProxyVariant("proxy", "rate limit + audit trail, batching off (production)",
+    ProxyVariant("proxy", "rate limit + audit trail, batching off",
                  {"RATE_LIMIT_PER_KEY": NEVER_REFUSING_LIMIT, BATCHING_ENV: "false"}),
     ProxyVariant("proxy_no_limit", "audit trail, no rate limit, batching off",
                  {"RATE_LIMIT_PER_KEY": "", BATCHING_ENV: "false"}),
-    ProxyVariant("proxy_batching", "rate limit + audit trail, batching on",
+    ProxyVariant("proxy_batching", "rate limit + audit trail, batching on (the default)",
                  {"RATE_LIMIT_PER_KEY": NEVER_REFUSING_LIMIT, BATCHING_ENV: "true"}, needs_batching=True),
 )
 

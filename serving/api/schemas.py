@@ -478,3 +478,44 @@ class MonitoringAccepted(BaseModel):
                           "queue": "monitoring"}]
         }
     )
+
+
+class MonitoringRun(BaseModel):
+    """One monitoring run's figures, as /metrics shows them."""
+
+    model_version: str = Field(description="The version the run judged (the champion then)")
+    at: float = Field(description="When the run ended (Unix time, seconds)")
+    window_rows: int = Field(description="Predictions in the run's window")
+    drift_note: str | None = Field(None, description="Why drift was not judged, when it was not")
+    drifted: list[str] = Field(description="Features whose deciding statistic crossed its threshold")
+    features: dict[str, dict[str, float | None]] = Field(
+        description="Per feature: psi, ks_statistic, ks_pvalue, wasserstein_normalized or "
+                    "jensenshannon (None where a statistic could not be computed)")
+    prediction: dict[str, float | None] = Field(
+        description="The predicted price's drift statistics against the test-set predictions")
+    feedback_rows: int = Field(description="Predictions of the version with an observed price")
+    live_error: dict[str, float | None] = Field(description="MAE, MdAPE, PPE10, RMSE on them")
+    test_error: dict[str, float | None] = Field(description="The version's test-set figures")
+
+
+class MonitoringLatest(BaseModel):
+    """GET /monitoring/latest: the latest finished monitoring run, if any, and the retrainings
+    monitoring has triggered."""
+
+    latest: MonitoringRun | None = Field(
+        description="The latest finished run; null before the first one")
+    note: str | None = Field(None, description="Why `latest` is null")
+    retraining_triggered: dict[str, int] = Field(
+        description="Retrainings the monitoring policy enqueued so far, by reason")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"latest": {"model_version": "4", "at": 1764698400.0, "window_rows": 5000,
+                                     "drift_note": None, "drifted": ["sector"],
+                                     "features": {"sector": {"jensenshannon": 0.12, "psi": 0.31}},
+                                     "prediction": {"wasserstein_normalized": 0.04},
+                                     "feedback_rows": 321, "live_error": {"medape": 0.11},
+                                     "test_error": {"medape": 0.09}},
+                          "note": None, "retraining_triggered": {"drift": 1}}]
+        }
+    )

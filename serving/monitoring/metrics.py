@@ -48,6 +48,23 @@ def publish_figures(redis: Any, prefix: str, figures: dict[str, Any]) -> None:
     redis.set(latest_key(prefix), json.dumps(figures, allow_nan=True))
 
 
+def read_latest(redis: Any, prefix: str) -> tuple[dict[str, Any] | None, dict[str, int]]:
+    """The latest run's figures (None before the first run) and the retraining counts by reason,
+    as the proxies stored them; NaN (a statistic that could not be computed) reads as None."""
+    raw = redis.get(latest_key(prefix))
+    counts = {_text(reason): int(_text(count))
+              for reason, count in redis.hgetall(retraining_key(prefix)).items()}
+    return (_without_nan(json.loads(raw)) if raw else None), counts
+
+
+def _without_nan(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _without_nan(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_nan(item) for item in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
 def count_retraining(redis: Any, prefix: str, reason: str) -> None:
     redis.hincrby(retraining_key(prefix), reason, 1)
 
@@ -60,6 +77,7 @@ def gauge_figures(report: dict[str, Any]) -> dict[str, Any]:
         "model_version": report["version"],
         "at": report["at_epoch"],
         "window_rows": report.get("window_rows", 0),
+        "drift_note": report.get("drift_note"),
         "feedback_rows": (live.get("overall") or {}).get("rows", 0),
         "features": {name: feature["statistics"]
                      for name, feature in (drift.get("features") or {}).items()},

@@ -1,5 +1,6 @@
 // /ui/ops: the registry (GET /models: served state, champion and challenger with their test
-// metrics, alias history) and the training queue (GET /jobs), for an admin key.
+// metrics, alias history), the latest monitoring run (GET /monitoring/latest: drift and live
+// error) and the training queue (GET /jobs), for an admin key.
 "use strict";
 
 const JOBS_REFRESH_MS = 5000;
@@ -68,6 +69,64 @@ async function loadModels() {
   return true;
 }
 
+// The statistic that decides drift for a feature (conf/drift.yaml): Jensen-Shannon for
+// categories, normalized Wasserstein above 1,000 reference rows, else the KS p-value.
+const DECIDING = ["jensenshannon", "wasserstein_normalized", "ks_pvalue"];
+
+function figure(value) {
+  if (value === null || value === undefined) return "n/a";
+  return Math.abs(value) >= 100 ? Math.round(value).toLocaleString("en-US") : Number(value).toPrecision(3);
+}
+
+function fillMonitoring(latest) {
+  const drifted = new Set(latest.drifted);
+  document.getElementById("monitoring-about").textContent =
+    `Version ${latest.model_version}, run ended ${utc(latest.at * 1000)}: ` +
+    `${latest.window_rows.toLocaleString("en-US")} predictions in the window, ` +
+    `${latest.feedback_rows.toLocaleString("en-US")} with an observed price. ` +
+    (latest.drift_note ? `Drift not judged: ${latest.drift_note}` :
+      `Drifted: ${latest.drifted.length ? latest.drifted.join(", ") : "none"}.`);
+  const driftRows = document.querySelector("#drift tbody");
+  driftRows.replaceChildren();
+  const features = Object.entries(latest.features);
+  if (Object.keys(latest.prediction).length) features.push(["predicted price", latest.prediction]);
+  for (const [name, statistics] of features) {
+    const statistic = DECIDING.find((s) => s in statistics) || Object.keys(statistics)[0] || "";
+    const tr = element("tr");
+    if (drifted.has(name)) tr.classList.add("drifted");
+    tr.append(element("th", null, name), element("td", null, statistic),
+      element("td", "number", figure(statistics[statistic])), element("td", "number", figure(statistics.psi)),
+      element("td", null, drifted.has(name) ? "yes" : ""));
+    driftRows.appendChild(tr);
+  }
+  const errorRows = document.querySelector("#live-error tbody");
+  errorRows.replaceChildren();
+  for (const metric of Object.keys({...latest.test_error, ...latest.live_error})) {
+    const tr = element("tr");
+    tr.append(element("th", null, metric), element("td", "number", figure(latest.live_error[metric])),
+      element("td", "number", figure(latest.test_error[metric])));
+    errorRows.appendChild(tr);
+  }
+}
+
+async function loadMonitoring() {
+  const status = document.getElementById("monitoring-status");
+  const panel = document.getElementById("monitoring");
+  const answer = await callApi("/monitoring/latest");
+  status.classList.toggle("error", answer.status !== 200);
+  if (answer.status !== 200) {
+    panel.hidden = true;
+    status.textContent = `Cannot read the monitoring figures: ${errorText(answer)}`;
+    return;
+  }
+  const retrainings = Object.entries(answer.body.retraining_triggered);
+  status.textContent = `${answer.body.note ? `${answer.body.note}. ` : ""}Retrainings triggered by ` +
+    `monitoring: ${retrainings.length
+      ? retrainings.map(([reason, count]) => `${count} (${reason})`).join(", ") : "none"}.`;
+  if (answer.body.latest) fillMonitoring(answer.body.latest);
+  panel.hidden = !answer.body.latest;
+}
+
 function progressCell(job) {
   const cell = element("td");
   const progress = job.progress;
@@ -115,6 +174,7 @@ function forget() {
 async function load() {
   stopPolling();
   if (!(await loadModels())) return;
+  await loadMonitoring();
   await loadJobs();
   jobsTimer = setInterval(loadJobs, JOBS_REFRESH_MS);
 }

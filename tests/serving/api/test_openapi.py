@@ -16,7 +16,8 @@ from serving.api.schemas import (
 
 PROTECTED = {("/predict", "post"), ("/train", "post"), ("/job_status/{job_id}", "get"),
              ("/best_model", "post"), ("/models", "get"), ("/model_rules", "get"),
-             ("/jobs", "get"), ("/monitoring/run", "post"), ("/feedback", "post")}
+             ("/jobs", "get"), ("/monitoring/run", "post"), ("/monitoring/latest", "get"),
+             ("/feedback", "post")}
 # The web pages need no key to load: the person types it in the page.
 PAGES = {("/ui", "get"), ("/ui/ops", "get")}
 OPEN = {("/health", "get"), ("/ready", "get"), ("/metrics", "get"), *PAGES}

@@ -51,6 +51,9 @@ def test_post_monitoring_run_queues_a_run_and_metrics_show_the_latest_figures(
         assert job.func_name == MONITORING_JOB and job.origin == body["queue"]
         assert job.kwargs == {"trigger": "api", "reschedule": False}
         assert client.post("/monitoring/run").status_code == 401
+        none_yet = client.get("/monitoring/latest", headers=auth)
+        assert none_yet.status_code == 200 and none_yet.json()["latest"] is None
+        assert "no monitoring run has finished yet" in none_yet.json()["note"]
 
         publish_figures(redis_conn, f"test-monitoring:{unique}", {
             "model_version": "7", "at": 1_700_000_000.0, "window_rows": 5000,
@@ -65,6 +68,15 @@ def test_post_monitoring_run_queues_a_run_and_metrics_show_the_latest_figures(
         assert 'valuation_live_error{metric="medape",model_version="7"} 0.11' in scraped
         assert 'valuation_feedback_rows{model_version="7"} 321.0' in scraped
         assert 'valuation_retraining_triggered_total{reason="drift"} 2.0' in scraped
+        latest = client.get("/monitoring/latest", headers=auth)
+        assert latest.status_code == 200, latest.text
+        assert latest.json() == {"latest": {
+            "model_version": "7", "at": 1_700_000_000.0, "window_rows": 5000, "drift_note": None,
+            "drifted": ["sector"], "features": {"sector": {"jensenshannon": 0.12, "psi": 0.3}},
+            "prediction": {"wasserstein_normalized": 0.04}, "feedback_rows": 321,
+            "live_error": {"medape": 0.11}, "test_error": {"medape": 0.09}},
+            "note": None, "retraining_triggered": {"drift": 2}}
+        assert client.get("/monitoring/latest").status_code == 401
     finally:
         purge_queue(redis_conn, f"test-monitoring-{unique}")
         for key in redis_conn.scan_iter(f"test-monitoring:{unique}*"):

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.stack import RunningStack, champion_through_api
+from tests.support.stack import RunningStack, champion_through_api, wait_for_job
 
 # The first test also waits for the stack and a training (minutes on a loaded machine).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -207,6 +207,11 @@ def _create_key(stack: RunningStack, client: httpx.Client, role: str) -> str:
 
 def test_the_ops_page_shows_the_champion_to_an_admin_and_refuses_others(
         page, stack, stack_client, champion, tmp_path):
+    # A real monitoring run on the stack's worker, for the drift card (few predictions: not judged).
+    queued = stack_client.post("/monitoring/run", headers=stack.headers())
+    assert queued.status_code == 202, queued.text
+    run = wait_for_job(stack_client, stack.headers(), queued.json()["job_id"])
+    assert run["status"] == "finished", run
     page.goto(f"{stack.url}/ui/ops")
     _type_key(page, stack.api_key)
     page.wait_for_selector("#ops:not([hidden])", timeout=WAIT_MS)
@@ -216,6 +221,10 @@ def test_the_ops_page_shows_the_champion_to_an_admin_and_refuses_others(
     finished = page.locator("#jobs tbody tr[data-status=finished]")
     finished.first.wait_for(timeout=WAIT_MS)
     assert "experiment=ui-browser" in finished.first.inner_text()
+    page.wait_for_selector("#monitoring:not([hidden])", timeout=WAIT_MS)
+    about = page.inner_text("#monitoring-about")
+    assert f"Version {champion}, run ended" in about and "predictions in the window" in about
+    assert "Drift not judged" in about  # a handful of predictions, below window.min_rows
     page.screenshot(path=str(tmp_path / "ops.png"), full_page=True)
     page.console.expect_none()
 
