@@ -35,10 +35,12 @@ def throughput_section(result: dict[str, Any] | None, cost: dict[str, Any] | Non
         title, "", _when(result), "",
         "Single-row requests (one distinct test row each, every body different), wrk with one thread, "
         "the five targets measured in turn at each concurrency. Every proxy is a `make stack` of its "
-        "own with its own Redis and model server, the audit trail on; `proxy` is production: a "
-        "per-key rate limit set, high enough never to refuse. CPU is the server processes' CPU time "
-        "(psutil) per request: the proxy plus its model server, or the one in-process server. Mean "
-        "batch is the rows per upstream call from the proxy's batch-size histogram.", "",
+        "own with its own Redis and model server, the audit trail and the prediction store on; a "
+        "per-key rate limit is set (high enough never to refuse) except where the row says "
+        "otherwise; production is the batching-on proxy, as conf/serving.yaml ships it. CPU is "
+        "the server processes' CPU time (psutil) per request: the proxy plus its model server, or "
+        "the one in-process server. Mean batch is the rows per upstream call from the proxy's "
+        "batch-size histogram.", "",
         table(["concurrency", "target", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors",
                "server CPU ms/req", "mean batch"], rows),
     ]
