@@ -99,6 +99,7 @@ function fillMonitoring(latest) {
       element("td", null, drifted.has(name) ? "yes" : ""));
     driftRows.appendChild(tr);
   }
+  document.getElementById("drift").hidden = features.length === 0;
   const errorRows = document.querySelector("#live-error tbody");
   errorRows.replaceChildren();
   for (const metric of Object.keys({...latest.test_error, ...latest.live_error})) {
@@ -107,6 +108,7 @@ function fillMonitoring(latest) {
       element("td", "number", figure(latest.test_error[metric])));
     errorRows.appendChild(tr);
   }
+  document.getElementById("live-error").hidden = errorRows.children.length === 0;
 }
 
 async function loadMonitoring() {
