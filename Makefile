@@ -66,7 +66,7 @@ train: install
 
 test: install security
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=30  # the slowest set-ups and tests: where CI's time goes
 
 # Static security lint and known-vulnerability audit; every finding is fixed or justified in
 # SECURITY.md (skipped bandit tests are in pyproject.toml [tool.bandit]).
