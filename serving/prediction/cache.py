@@ -6,9 +6,12 @@ A row's key is `<prefix>:<model name>:<version>:<SHA-256 of the row's RFC 8785 c
 version in the key is the one that serves the request, so a moved alias, a degraded fallback or a
 pinned version can never be answered with another version's price.
 
-Only prices a model server returned for validated rows are stored, with a TTL. Lookups are one
-MGET per request; stores are written behind, coalesced into one pipeline per event-loop turn (so
-a batch's answers go together) and never delay the answer.
+Only prices a model server returned for validated rows are stored, with a TTL. Each Redis round
+trip costs the proxy more CPU than hashing and pricing bookkeeping together, so neither reads nor
+writes go one per request: a lookup that finds no read in flight sends its MGET at once (no
+added latency when traffic is light); lookups arriving while one is in flight wait for it and
+then share the next MGET. Stores are written behind the answer the same way: one pipeline of
+SETs in flight at a time, the next carrying every price that arrived meanwhile.
 
 Redis down: requests are priced without the cache, never refused. Each failed command is counted,
 logged at most once per `unavailable_log_every_s`, and Redis is left alone for
@@ -74,8 +77,11 @@ class PredictionCache:
         self._metrics = metrics
         self._skip_until = float("-inf")
         self._logged_at = float("-inf")
-        self._pending: dict[str, bytes] = {}
-        self._flushes: set[asyncio.Task[None]] = set()
+        self._pending: dict[str, bytes] = {}  # prices waiting for the next pipeline of SETs
+        self._lookups: list[tuple[list[str], asyncio.Future[list[Any]]]] = []  # for the next MGET
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reading = False
+        self._writing = False
 
     def keys(self, model_name: str, version: str, rows: Sequence[dict[str, Any]]) -> list[str]:
         prefix = f"{self._settings.key_prefix}:{model_name}:{version}:"
@@ -86,10 +92,13 @@ class PredictionCache:
         if time.monotonic() < self._skip_until:
             self._metrics.rows.labels("bypass").inc(len(keys))
             return [None] * len(keys)
-        try:
-            values = await self._redis.mget(keys)
-        except (RedisError, OSError, TimeoutError) as error:
-            self._unavailable("lookup", error)
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._lookups.append((keys, future))
+        if not self._reading:
+            self._reading = True
+            self._spawn(self._read())
+        values = await future
+        if values is None:  # Redis did not answer (counted and logged by _read)
             self._metrics.rows.labels("bypass").inc(len(keys))
             return [None] * len(keys)
         prices = [float(value) if value is not None else None for value in values]
@@ -101,25 +110,57 @@ class PredictionCache:
         return prices
 
     def store(self, keys: Sequence[str], prices: Sequence[float]) -> None:
-        """Queue the prices for writing; written with the others of this event-loop turn."""
+        """Queue the prices for writing, behind the answer (see the module doc)."""
         if time.monotonic() < self._skip_until:
             return
-        first = not self._pending
         self._pending.update((key, repr(price).encode()) for key, price in zip(keys, prices, strict=True))
-        if first:
-            task = asyncio.get_running_loop().create_task(self._flush())
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
+        if not self._writing:
+            self._writing = True
+            self._spawn(self._write())
 
-    async def _flush(self) -> None:
-        pending, self._pending = self._pending, {}
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read(self) -> None:
+        """MGETs until no lookup waits: each carries every lookup queued while the last was out."""
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for key, value in pending.items():
-                    pipe.set(key, value, ex=self._settings.ttl_s)
-                await pipe.execute()
-        except (RedisError, OSError, TimeoutError) as error:
-            self._unavailable("store", error)
+            while self._lookups:
+                waiting, self._lookups = self._lookups, []
+                try:
+                    values = await self._redis.mget([key for keys, _ in waiting for key in keys])
+                except (RedisError, OSError, TimeoutError) as error:
+                    self._unavailable("lookup", error)
+                    values = None
+                start = 0
+                for keys, future in waiting:
+                    if not future.done():  # its request may have been cancelled meanwhile
+                        future.set_result(None if values is None else values[start:start + len(keys)])
+                    start += len(keys)
+        finally:
+            self._reading = False
+            for _, future in self._lookups:  # only if this task itself was cancelled
+                if not future.done():
+                    future.set_result(None)
+            if self._lookups:
+                self._lookups = []
+
+    async def _write(self) -> None:
+        """Pipelines of SETs until no price waits: each carries every price queued meanwhile."""
+        try:
+            while self._pending:
+                pending, self._pending = self._pending, {}
+                try:
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for key, value in pending.items():
+                            pipe.set(key, value, ex=self._settings.ttl_s)
+                        await pipe.execute()
+                except (RedisError, OSError, TimeoutError) as error:
+                    self._unavailable("store", error)
+                    self._pending = {}  # Redis is left alone for recheck_after_failure_s
+        finally:
+            self._writing = False
 
     def _unavailable(self, operation: str, error: BaseException) -> None:
         now = time.monotonic()
@@ -132,6 +173,6 @@ class PredictionCache:
                       effect="prices are computed without the cache until Redis answers again")
 
     async def close(self) -> None:
-        if self._flushes:
-            await asyncio.gather(*self._flushes, return_exceptions=True)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._redis.aclose()
