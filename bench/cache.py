@@ -1,10 +1,10 @@
 """The prediction cache's worth and cost: single-row throughput with the cache on and off, for a
 Zipf-distributed stream of repeated rows and for distinct rows.
 
-Trains the champion once and starts two stacks on it as `make stack` runs them (batching on, the
-default), each with a Redis of its own: one with the prediction cache on (PREDICTION_CACHE=true),
-one with it off. Two request streams, one row per request, written as files wrk replays in order
-(bench/replay.lua):
+Trains the champion once (without interval calibration: only prices are asked) and starts two
+stacks on it as `make stack` runs them (batching on, the default), each with a Redis of its own:
+one with the prediction cache on (PREDICTION_CACHE=true), one with it off. Two request streams,
+one row per request, written as files wrk replays in order (bench/replay.lua):
   zipf      requests drawn from the distinct test rows with Zipf popularity (the row of rank k is
             asked with probability proportional to k^-s, s = 1.1 by default; ranks are given to
             rows by a seeded shuffle): a portal re-showing its popular listings;
@@ -281,6 +281,13 @@ def targets(summary: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str,
             "errors_total": sum(line["errors"] for lines in summary.values() for line in lines.values())}
 
 
+def training_overrides(quick: bool) -> list[str]:
+    """The champion without its interval calibration: only plain prices are asked here, and the
+    calibration's refits would only lengthen the run. A smoke run also trains on one thread:
+    LightGBM's threads wait on each other for minutes on a machine other work loads."""
+    return ["intervals.enabled=false", *(["model.params.n_jobs=1"] if quick else [])]
+
+
 def run(args: Any) -> dict[str, Any]:
     from bench.report_cache import cache_section
     from valuation.config import load_config
@@ -297,7 +304,7 @@ def run(args: Any) -> dict[str, Any]:
         streams = write_streams(test, plan, load_config([]).registry.model_name, tmp)
         progress(f"streams: {plan.stream_rows} requests each; Zipf s={plan.zipf_s} over "
                  f"{streams.distinct_rows} distinct rows")
-        result = train_project_model(paths)
+        result = train_project_model(paths, extra=training_overrides(args.quick))
         stacks: dict[str, CacheStack] = {}
         for name in STACKS:
             prefix = f"bench-cache-{uuid.uuid4().hex[:8]}"
