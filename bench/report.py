@@ -30,19 +30,21 @@ TARGET_NAMES = {"anchor": "anchor (sklearn Pipeline, `mlflow models serve`)",
 def build_report(directory: Path) -> Path:
     """Read every part's results in `directory`, draw the plots, write the markdown; its path."""
     from bench import report_hardening as hardening  # it builds on this module's helpers
+    from bench.report_cache import cache_section
     from bench.report_replicas import replicas_section
     from bench.report_throughput import throughput_section
 
     directory = Path(directory)
     parts = {name: read_result(directory, name)
              for name in ("serving", "proxy_floor", "soak", "faults", "batches", "pyfunc_latency",
-                          "training", "replicas", "scoring", "throughput", "ratelimit_cost")}
+                          "training", "replicas", "scoring", "throughput", "ratelimit_cost", "cache")}
     plots = {**draw_plots(directory, parts), **hardening.draw_soak_plot(directory, parts["soak"])}
     sections = [
         _header(parts),
         _targets(parts),
         _serving(parts["serving"], plots),
         throughput_section(parts["throughput"], parts["ratelimit_cost"]),
+        cache_section(parts["cache"]),
         _proxy_floor(parts["proxy_floor"]),
         replicas_section(parts["replicas"]),
         _memory(parts["serving"], plots),

@@ -19,7 +19,7 @@ from types import FrameType
 from bench.common import PROJECT_ROOT, BenchError, parser, progress, results_dir
 from bench.loadgen import require_wrk
 
-PARTS = ("pyfunc_latency", "serving", "throughput", "prediction_store", "replicas", "proxy_floor",
+PARTS = ("pyfunc_latency", "serving", "throughput", "prediction_store", "cache", "replicas", "proxy_floor",
          "soak", "faults",
          "profile_serving", "batches", "training", "scoring", "quality")
 
@@ -69,8 +69,8 @@ def main() -> None:
     unknown = sorted(set(chosen) - set(PARTS))
     if unknown:
         cli.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
-    wrk_parts = {"serving", "throughput", "prediction_store", "replicas", "soak", "profile_serving",
-                 "batches"}
+    wrk_parts = {"serving", "throughput", "prediction_store", "cache", "replicas", "soak",
+                 "profile_serving", "batches"}
     if wrk_parts & set(chosen):
         try:
             require_wrk()

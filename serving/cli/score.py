@@ -29,9 +29,14 @@ def score(
     batch_rows: int | None = typer.Option(None, "--batch-rows", min=1,
                                           help="Rows per batch [default: scoring.batch_rows]"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    interval: float | None = typer.Option(
+        None, "--interval", metavar="LEVEL",
+        help="Add each price's interval at this coverage level (0.5 to 0.99): columns price_lower, "
+             "price_upper and interval_level."),
 ) -> None:
-    """Price every row of INPUT into OUTPUT (parquet): the input's columns plus price, model_name,
-    model_version and status; rejected rows (row, field, message) go to a side file."""
+    """Price every row of INPUT into OUTPUT (parquet): the input's columns plus price (with
+    --interval, price_lower, price_upper and interval_level), model_name, model_version and status;
+    rejected rows (row, field, message) go to a side file."""
     from valuation.config import load_config, tracking_uri
     from valuation.scoring.inputs import ScoringInputError
     from valuation.scoring.job import ScoringJob, ScoringUsageError, run
@@ -45,6 +50,7 @@ def score(
         batch_rows=batch_rows or int(defaults.batch_rows), rejected_suffix=defaults.rejected_suffix,
         engine=engine or defaults.engine, spark_master=master or defaults.spark_master,
         env_manager=env_manager or defaults.env_manager, data_cfg=cfg.data, progress=progress,
+        interval=interval,
     )
     try:
         summary = run(job)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from valuation.model_runtime.extras import METADATA_KEY as EXTRAS_METADATA_KEY
 from valuation.model_runtime.validation import ValidationRules
 
 # models:/NAME@ALIAS or models:/NAME/VERSION
@@ -28,6 +29,7 @@ class ScoringModel:
     version: str
     tracking_uri: str
     rules: ValidationRules
+    extras: tuple[str, ...] = ()  # what the model can add to a price (`prediction_extras` metadata)
 
     @property
     def version_uri(self) -> str:
@@ -52,6 +54,35 @@ class ScoringModel:
             return np.asarray(self.pyfunc.predict(features), dtype=np.float64)
         columns = python_model.rules.validate_frame(features)
         return np.asarray(fitted.predict_columns(columns), dtype=np.float64)
+
+    def predict_interval(self, features: pd.DataFrame, level: float) -> PricedWithInterval:
+        """Prices and their interval at `level` for rows the rules accept (at most
+        `rules.max_rows`): what the pyfunc answers to `params={"interval": level}`.
+
+        A model of this project's runtime is called on columns, with the pieces its pyfunc
+        combines (price parts, then the calibration's bounds); any other pyfunc through MLflow,
+        its answer (one object per row) read back into columns."""
+        python_model = self.pyfunc.unwrap_python_model()
+        fitted = getattr(python_model, "fitted", None)
+        calibration = getattr(python_model, "calibration", None)
+        if fitted is None or calibration is None or not hasattr(fitted, "price_parts"):
+            answers = self.pyfunc.predict(features, params={"interval": level})
+            return PricedWithInterval(
+                np.array([a["price"] for a in answers], dtype=np.float64),
+                np.array([a["interval"]["lower"] for a in answers], dtype=np.float64),
+                np.array([a["interval"]["upper"] for a in answers], dtype=np.float64))
+        columns = python_model.rules.validate_frame(features)
+        parts = fitted.price_parts(columns)
+        lower, upper = calibration.bounds(fitted, columns, parts, level)
+        return PricedWithInterval(np.asarray(parts.price, dtype=np.float64),
+                                  np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64))
+
+
+@dataclass(frozen=True)
+class PricedWithInterval:
+    price: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
 
 
 def resolve_model(uri: str, tracking_uri: str) -> ScoringModel:
@@ -84,7 +115,8 @@ def resolve_model(uri: str, tracking_uri: str) -> ScoringModel:
         raise ModelNotFoundError(f"{uri} (version {version}) has no 'validation_rules' in its "
                                  "metadata; it was not logged by this project's pipeline")
     rules = ValidationRules.from_dict(metadata["validation_rules"])
-    return ScoringModel(uri, name, version, tracking_uri, rules)
+    extras = tuple(metadata.get(EXTRAS_METADATA_KEY) or ())
+    return ScoringModel(uri, name, version, tracking_uri, rules, extras)
 
 
 

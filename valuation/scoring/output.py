@@ -22,13 +22,18 @@ from valuation.model_runtime.schema import NUMERIC_FEATURES
 from valuation.scoring.rows import STATUS_OK, STATUS_REJECTED, Rejection
 
 PRICE, MODEL_NAME, MODEL_VERSION, STATUS = "price", "model_name", "model_version", "status"
-ADDED_COLUMNS = (PRICE, MODEL_NAME, MODEL_VERSION, STATUS)
-# An input column named like an added one is kept under this prefix (a portfolio with known prices).
+# With --interval: the bounds in UF and the level asked (null where the row was rejected).
+PRICE_LOWER, PRICE_UPPER, INTERVAL_LEVEL = "price_lower", "price_upper", "interval_level"
+INTERVAL_COLUMNS = (PRICE_LOWER, PRICE_UPPER, INTERVAL_LEVEL)
+ADDED_COLUMNS = (PRICE, *INTERVAL_COLUMNS, MODEL_NAME, MODEL_VERSION, STATUS)
+# An input column named like one the command adds is kept under this prefix (a portfolio with known
+# prices), with --interval or without: the output's columns do not depend on the flag.
 KEPT_PREFIX = "input_"
 # Keys of the parquet file's metadata.
 METADATA_MODEL_URI = b"valuation.model_uri"
 METADATA_MODEL_NAME = b"valuation.model_name"
 METADATA_MODEL_VERSION = b"valuation.model_version"
+METADATA_INTERVAL_LEVEL = b"valuation.interval_level"
 REJECTED_HEADER = ("row", "field", "message")
 
 
@@ -37,9 +42,10 @@ def rejected_path(output: Path, suffix: str) -> Path:
     return output.with_name(output.stem + suffix)
 
 
-def output_schema(input_schema: pa.Schema) -> pa.Schema:
+def output_schema(input_schema: pa.Schema, interval: float | None = None) -> pa.Schema:
     """The input's columns (the model's numbers as float64; a clash with an added column renamed
-    with KEPT_PREFIX), then price, model_name, model_version and status."""
+    with KEPT_PREFIX), then price, (with an interval) price_lower, price_upper and interval_level,
+    then model_name, model_version and status."""
     fields = []
     for field in input_schema:
         if field.name in NUMERIC_FEATURES:
@@ -47,8 +53,11 @@ def output_schema(input_schema: pa.Schema) -> pa.Schema:
         if field.name in ADDED_COLUMNS:
             field = field.with_name(KEPT_PREFIX + field.name)
         fields.append(field)
-    fields += [pa.field(PRICE, pa.float64()), pa.field(MODEL_NAME, pa.string()),
-               pa.field(MODEL_VERSION, pa.string()), pa.field(STATUS, pa.string())]
+    fields.append(pa.field(PRICE, pa.float64()))
+    if interval is not None:
+        fields += [pa.field(name, pa.float64()) for name in INTERVAL_COLUMNS]
+    fields += [pa.field(MODEL_NAME, pa.string()), pa.field(MODEL_VERSION, pa.string()),
+               pa.field(STATUS, pa.string())]
     return pa.schema(fields)
 
 
@@ -57,14 +66,18 @@ class ScoredOutput:
     without it (an error, Ctrl-C) removes them."""
 
     def __init__(self, output: Path, rejected: Path, schema: pa.Schema,
-                 model_uri: str, model_name: str, model_version: str):
+                 model_uri: str, model_name: str, model_version: str, interval: float | None = None):
         self.output, self.rejected = output, rejected
         self.model_name, self.model_version = model_name, model_version
-        self.schema = schema.with_metadata({
+        self.interval = interval
+        metadata = {
             METADATA_MODEL_URI: model_uri.encode(),
             METADATA_MODEL_NAME: model_name.encode(),
             METADATA_MODEL_VERSION: model_version.encode(),
-        })
+        }
+        if interval is not None:
+            metadata[METADATA_INTERVAL_LEVEL] = repr(interval).encode()
+        self.schema = schema.with_metadata(metadata)
         token = uuid.uuid4().hex[:8]
         self._output_tmp = output.with_name(f".{output.name}.{token}.partial")
         self._rejected_tmp = rejected.with_name(f".{rejected.name}.{token}.partial")
@@ -75,13 +88,19 @@ class ScoredOutput:
         self._committed = False
 
     def write(self, batch: pa.RecordBatch, prices: np.ndarray, accepted: np.ndarray,
-              rejections: list[Rejection]) -> None:
-        """One input batch with its prices (ignored where not accepted) and its rejections."""
+              rejections: list[Rejection], bounds: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """One input batch with its prices and, with an interval, its (lower, upper) bounds (both
+        ignored where not accepted), and its rejections."""
         columns = [_as_output(column, name) for column, name in zip(batch.columns, batch.schema.names,
                                                                     strict=True)]
         n_rows = batch.num_rows
+        columns.append(pa.array(prices, type=pa.float64(), mask=~accepted))
+        if self.interval is not None:
+            if bounds is None:
+                raise ValueError("an output with an interval needs the bounds of every batch")
+            columns += [pa.array(bound, type=pa.float64(), mask=~accepted) for bound in bounds]
+            columns.append(pa.array(np.full(n_rows, self.interval), type=pa.float64(), mask=~accepted))
         columns += [
-            pa.array(prices, type=pa.float64(), mask=~accepted),
             pa.array(np.full(n_rows, self.model_name, dtype=object), type=pa.string()),
             pa.array(np.full(n_rows, self.model_version, dtype=object), type=pa.string()),
             pa.array(np.where(accepted, STATUS_OK, STATUS_REJECTED), type=pa.string()),

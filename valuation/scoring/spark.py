@@ -28,10 +28,13 @@ from valuation.scoring.inputs import BatchReader, ScoringInput
 from valuation.scoring.model import ScoringModel, use_store
 from valuation.scoring.output import (
     ADDED_COLUMNS,
+    INTERVAL_LEVEL,
     KEPT_PREFIX,
     MODEL_NAME,
     MODEL_VERSION,
     PRICE,
+    PRICE_LOWER,
+    PRICE_UPPER,
     STATUS,
     ScoredOutput,
 )
@@ -40,6 +43,7 @@ from valuation.scoring.summary import ScoringSummary
 
 ROW, REJECTIONS = "_row", "_rejections"  # working columns, dropped before writing
 _PARTITION, _POSITION = "_partition", "_position"
+_PRICED = "_priced"  # the UDF's answer: the price, or with an interval a struct holding it
 
 
 def spark_session(master: str, rules: ValidationRules) -> Any:
@@ -56,30 +60,36 @@ def spark_session(master: str, rules: ValidationRules) -> Any:
 
 
 def score_spark(source: ScoringInput, model: ScoringModel, output: Path, rejected: Path, *,
-                master: str, env_manager: str, batch_rows: int, data_cfg: Any = None) -> ScoringSummary:
+                master: str, env_manager: str, batch_rows: int, data_cfg: Any = None,
+                interval: float | None = None) -> ScoringSummary:
+    """As the local engine; with `interval` (a level checked by the job), spark_udf is made with
+    `params={"interval": level}` and a struct result type, and the bounds become columns."""
     import mlflow
     from pyspark.sql import functions as F
 
     started = time.perf_counter()
     spark = spark_session(master, model.rules)
     frame = _with_row_numbers(_read(spark, source, batch_rows, data_cfg))
-    from pyspark.sql.types import StringType, StructField, StructType
+    from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
     checked = frame.mapInPandas(
         _checker(model.rules.to_dict()),
         schema=StructType([*frame.schema.fields, StructField(REJECTIONS, StringType(), True)]),
     ).cache()  # read twice: the scored rows and the rejections
     use_store(model.tracking_uri)
-    price = mlflow.pyfunc.spark_udf(spark, model.version_uri, result_type="double",
-                                    env_manager=env_manager, extra_env=_executor_env())
+    result_type = DoubleType() if interval is None else _interval_result()
+    price = mlflow.pyfunc.spark_udf(spark, model.version_uri, result_type=result_type,
+                                    env_manager=env_manager, extra_env=_executor_env(),
+                                    params=None if interval is None else {"interval": interval})
     good = checked.filter(F.col(REJECTIONS).isNull())
     bad = checked.filter(F.col(REJECTIONS).isNotNull())
-    scored = good.withColumn(PRICE, price(*_model_input(F, env_manager))).unionByName(
-        bad.withColumn(PRICE, F.lit(None).cast("double")))
+    priced = _priced_columns(F, interval)
+    scored = good.withColumn(_PRICED, price(*_model_input(F, env_manager))).unionByName(
+        bad.withColumn(_PRICED, F.lit(None).cast(result_type)))
     inputs = [c for c in frame.columns if c != ROW]
     result = scored.select(
         *[_output_column(F, c) for c in inputs],
-        F.col(PRICE),
+        *priced,
         F.lit(model.name).alias(MODEL_NAME),
         F.lit(model.version).alias(MODEL_VERSION),
         F.when(F.col(REJECTIONS).isNull(), STATUS_OK).otherwise(STATUS_REJECTED).alias(STATUS),
@@ -92,7 +102,8 @@ def score_spark(source: ScoringInput, model: ScoringModel, output: Path, rejecte
         files = sorted(parts.glob("part-*.parquet"))  # orderBy: part order is row order
         schema = pq.read_schema(files[0]).remove_metadata()
         rows = rejected_rows = 0
-        with ScoredOutput(output, rejected, schema, model.uri, model.name, model.version) as out:
+        with ScoredOutput(output, rejected, schema, model.uri, model.name, model.version,
+                          interval) as out:
             for path in files:
                 for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
                     out.write_scored(batch)
@@ -182,6 +193,26 @@ def _checker(rules_dict: dict[str, Any]) -> Any:
             yield frame
 
     return check
+
+
+def _interval_result() -> Any:
+    """The UDF's result type with an interval. The pyfunc answers one object per row,
+    {"price": UF, "interval": {"lower": UF, "upper": UF, "level": L}}, which MLflow turns into
+    this struct."""
+    from pyspark.sql.types import DoubleType, StructField, StructType
+
+    bounds = StructType([StructField(name, DoubleType()) for name in ("lower", "upper", "level")])
+    return StructType([StructField("price", DoubleType()), StructField("interval", bounds)])
+
+
+def _priced_columns(F: Any, interval: float | None) -> list[Any]:
+    """The output's price columns from the UDF's answer (null where the row was rejected)."""
+    if interval is None:
+        return [F.col(_PRICED).alias(PRICE)]
+    return [F.col(f"{_PRICED}.price").alias(PRICE),
+            F.col(f"{_PRICED}.interval.lower").alias(PRICE_LOWER),
+            F.col(f"{_PRICED}.interval.upper").alias(PRICE_UPPER),
+            F.col(f"{_PRICED}.interval.level").alias(INTERVAL_LEVEL)]
 
 
 def _output_column(F: Any, name: str) -> Any:

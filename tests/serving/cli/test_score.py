@@ -48,6 +48,7 @@ def test_score_prints_a_summary_and_writes_parquet(store, listings, tmp_path, tr
 @pytest.mark.parametrize(("args", "named"), [
     (["--model", "models:/property_friends_best_model/99"], "models:/property_friends_best_model/99"),
     (["--engine", "dask"], "engine 'dask'"),
+    (["--interval", "1.5"], "--interval 1.5: interval level must be between 0.5 and 0.99, got 1.5"),
 ])
 def test_score_refuses_with_a_message_naming_what_is_wrong(store, listings, tmp_path, args,
                                                            named) -> None:

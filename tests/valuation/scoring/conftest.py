@@ -28,6 +28,18 @@ def make_portfolio(n_rows: int, seed: int = 5) -> pd.DataFrame:
     return frame
 
 
+def pyfunc_intervals(scoring_model, rows: pd.DataFrame, level: float) -> pd.DataFrame:
+    """Price and interval of each row by MLflow's own predict with `params={"interval": level}`,
+    in slices the model accepts: what the model server answers to the same params."""
+    answers = [answer for i in range(0, len(rows), 1000)
+               for answer in scoring_model.pyfunc.predict(rows.iloc[i:i + 1000],
+                                                          params={"interval": level})]
+    return pd.DataFrame({"price": [a["price"] for a in answers],
+                         "price_lower": [a["interval"]["lower"] for a in answers],
+                         "price_upper": [a["interval"]["upper"] for a in answers],
+                         "interval_level": [a["interval"]["level"] for a in answers]})
+
+
 @pytest.fixture(scope="module")
 def portfolio() -> pd.DataFrame:
     return make_portfolio(3000)

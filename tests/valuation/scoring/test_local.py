@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from tests.valuation.scoring.conftest import BAD_ROWS, CHAMPION
+from tests.valuation.scoring.conftest import BAD_ROWS, CHAMPION, pyfunc_intervals
 from valuation.model_runtime.schema import FEATURES
 from valuation.scoring.inputs import ScoringInputError
 from valuation.scoring.job import ScoringJob, run
@@ -98,3 +98,39 @@ def test_a_job_that_fails_midway_leaves_nothing_under_the_output_name(trained_mo
     with pytest.raises(ScoringInputError, match="damaged.parquet: cannot read it"):
         run(_job(trained_model, path, tmp_path / "out.parquet", batch_rows=100))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged.parquet"]
+
+
+def test_interval_adds_the_bounds_the_pyfunc_gives_for_the_same_params(trained_model, scoring_model,
+                                                                        portfolio, portfolio_csv,
+                                                                        tmp_path) -> None:
+    output = tmp_path / "priced.parquet"
+    summary = run(_job(trained_model, portfolio_csv, output, interval=0.8))
+    assert (summary.rows, summary.rejected) == (len(portfolio), len(BAD_ROWS))
+    priced = pd.read_parquet(output)
+    assert priced.columns.tolist() == ["listing_id", *FEATURES, "input_price", "price", "price_lower",
+                                       "price_upper", "interval_level", "model_name", "model_version",
+                                       "status"]
+    bad = [row - 1 for row in BAD_ROWS]
+    assert priced.loc[bad, ["price", "price_lower", "price_upper", "interval_level"]].isna().all().all()
+    good = priced.drop(index=bad).reset_index(drop=True)
+    clean = portfolio.drop(index=bad)[list(FEATURES)].astype({"latitude": float})
+    expected = pyfunc_intervals(scoring_model, clean, 0.8)
+    pd.testing.assert_frame_equal(good[expected.columns.tolist()], expected, rtol=1e-9)
+    assert (good["price_lower"] <= good["price"]).all() and (good["price"] <= good["price_upper"]).all()
+    assert (good["price_lower"] < good["price_upper"]).any()  # a real interval, not the price twice
+    assert pq.read_schema(output).metadata[b"valuation.interval_level"] == b"0.8"
+    # A wider level gives wider intervals for the same rows.
+    run(_job(trained_model, portfolio_csv, tmp_path / "wide.parquet", interval=0.95))
+    wide = pd.read_parquet(tmp_path / "wide.parquet").drop(index=bad).reset_index(drop=True)
+    assert ((wide["price_upper"] - wide["price_lower"]) >= (good["price_upper"] - good["price_lower"])).all()
+
+
+@pytest.mark.parametrize("level", [0.3, 1.0, float("nan")])
+def test_an_interval_level_out_of_range_stops_before_any_output(trained_model, portfolio_csv, tmp_path,
+                                                                level) -> None:
+    from valuation.scoring.job import ScoringUsageError
+
+    with pytest.raises(ScoringUsageError, match=r"--interval .*: interval level must be between 0.5 "
+                                                r"and 0.99"):
+        run(_job(trained_model, portfolio_csv, tmp_path / "out.parquet", interval=level))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["portfolio.csv"]

@@ -12,19 +12,22 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
-from tests.valuation.scoring.conftest import BAD_ROWS, CHAMPION
+from tests.valuation.scoring.conftest import BAD_ROWS, CHAMPION, pyfunc_intervals
+from valuation.model_runtime.schema import FEATURES
 from valuation.scoring.job import ScoringJob, run
 
 pytestmark = pytest.mark.slow
 
 
-def _score(trained_model, input: Path, output: Path, engine: str, env_manager: str = "local"):
+def _score(trained_model, input: Path, output: Path, engine: str, env_manager: str = "local",
+           interval: float | None = None):
     return run(ScoringJob(input=str(input), output=output, model_uri=CHAMPION,
                           tracking_uri=trained_model.tracking_uri, batch_rows=1000,
                           rejected_suffix=".rejected.csv", engine=engine, spark_master="local[2]",
-                          env_manager=env_manager, progress=False))
+                          env_manager=env_manager, progress=False, interval=interval))
 
 
 def _same_output(local: Path, spark: Path) -> None:
@@ -71,3 +74,24 @@ def test_spark_with_the_uv_env_manager_gives_the_local_engines_output(
     envs = re.findall(r"(?:Creating a new environment in|Environment) (\S+/mlflow-[0-9a-f]+)", caplog.text)
     assert envs and all((Path(env) / "bin" / "python").exists() for env in envs), caplog.text[-2000:]
     assert not any(Path(env).resolve().is_relative_to(Path(sys.prefix).resolve()) for env in envs)
+
+
+def test_spark_gives_the_intervals_of_the_local_engine_and_the_pyfunc(trained_model, scoring_model,
+                                                                       spark_session, portfolio,
+                                                                       tmp_path) -> None:
+    small = tmp_path / "small.csv"
+    portfolio.iloc[:400].to_csv(small, index=False)  # BAD_ROWS included
+    local = _score(trained_model, small, tmp_path / "local.parquet", "local", interval=0.9)
+    spark = _score(trained_model, small, tmp_path / "spark.parquet", "spark", interval=0.9)
+    assert (spark.rows, spark.scored, spark.rejected) == (local.rows, local.scored, local.rejected)
+    _same_output(tmp_path / "local.parquet", tmp_path / "spark.parquet")
+    by_local = pd.read_parquet(tmp_path / "local.parquet")
+    by_spark = pd.read_parquet(tmp_path / "spark.parquet")
+    for column in ("price_lower", "price_upper", "interval_level"):
+        pd.testing.assert_series_equal(by_spark[column], by_local[column], rtol=1e-9)
+    bad = [row - 1 for row in BAD_ROWS]
+    clean = portfolio.iloc[:400].drop(index=bad)[list(FEATURES)].astype({"latitude": float})
+    expected = pyfunc_intervals(scoring_model, clean, 0.9)
+    good = by_spark.drop(index=bad).reset_index(drop=True)
+    pd.testing.assert_frame_equal(good[expected.columns.tolist()], expected, rtol=1e-9)
+    assert pq.read_schema(tmp_path / "spark.parquet").metadata[b"valuation.interval_level"] == b"0.9"
