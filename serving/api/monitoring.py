@@ -45,10 +45,8 @@ def run_monitoring(
     try:
         job = enqueue_now(deps.redis(request), config, trigger="api", submitted_by=key.key_id)
     except Exception as error:  # redis.exceptions.*: the queue is the unavailable dependency
-        log.error("monitoring_enqueue_failed", error=repr(error))
-        failure = api_error(503, "the job queue (Redis) is unavailable; retry shortly")
-        audit(request, "monitoring:run", 503, key, started, detail=error_detail(failure))
-        raise failure from None
+        raise _redis_unavailable(request, "monitoring:run", key, started, error,
+                                 "the job queue (Redis) is unavailable; retry shortly") from None
     accepted = MonitoringAccepted(
         job_id=job.id, status_url=str(request.url_for("job_status", job_id=job.id).path),
         queue=str(config.monitoring_job.queue))
@@ -79,11 +77,9 @@ def latest_monitoring(
     try:
         figures, retraining = read_latest(deps.redis(request), str(config.monitoring_job.redis_prefix))
     except Exception as error:  # redis.exceptions.*: where the figures are kept is unavailable
-        log.error("monitoring_latest_failed", error=repr(error))
-        failure = api_error(503, "Redis, where the monitoring figures are kept, is unavailable; "
-                                 "retry shortly")
-        audit(request, "monitoring:latest", 503, key, started, detail=error_detail(failure))
-        raise failure from None
+        raise _redis_unavailable(request, "monitoring:latest", key, started, error,
+                                 "Redis, where the monitoring figures are kept, is unavailable; "
+                                 "retry shortly") from None
     if figures is None:
         latest = MonitoringLatest(
             latest=None, retraining_triggered=retraining,
@@ -94,3 +90,12 @@ def latest_monitoring(
         latest = MonitoringLatest(latest=run, retraining_triggered=retraining)
     audit(request, "monitoring:latest", 200, key, started)
     return latest
+
+
+def _redis_unavailable(request: Request, action: str, key: KeyRecord, started: float,
+                       error: Exception, message: str) -> Exception:
+    """The 503 of a monitoring endpoint whose Redis failed: logged and audited, to be raised."""
+    log.error("monitoring_redis_unavailable", action=action, error=repr(error))
+    failure = api_error(503, message)
+    audit(request, action, 503, key, started, detail=error_detail(failure))
+    return failure

@@ -5,7 +5,6 @@ test), in front of real model servers: hits, what is stored, alias moves, and Re
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import httpx
@@ -19,14 +18,6 @@ from tests.support.serving import MODEL_NAME, serving_settings, wait_for
 from tests.support.stack import set_champion
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def prefix(redis_conn):
-    name = f"test-predcache-{uuid.uuid4().hex[:12]}"
-    yield name
-    for key in redis_conn.scan_iter(f"{name}:*"):
-        redis_conn.delete(key)
 
 
 def cache_settings(tmp_path, tracking_uri, prefix, **cache):

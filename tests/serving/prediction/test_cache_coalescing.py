@@ -4,9 +4,7 @@ concurrent stores share pipelines, each caller still getting its own prices."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 
-import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
@@ -28,14 +26,6 @@ class CountingRedis(Redis):
     def pipeline(self, *args, **kwargs):
         CountingRedis.pipelines += 1
         return super().pipeline(*args, **kwargs)
-
-
-@pytest.fixture
-def prefix(redis_conn):
-    name = f"test-cache-coalesce-{uuid.uuid4().hex[:12]}"
-    yield name
-    for key in redis_conn.scan_iter(f"{name}:*"):
-        redis_conn.delete(key)
 
 
 def test_concurrent_lookups_share_mgets_and_stores_share_pipelines(prefix) -> None:
