@@ -41,6 +41,9 @@ from serving.prediction_store.proxy import start_store
 from serving.prediction_store.writer import StoreMetrics
 from serving.ratelimit import RateLimiter
 from serving.settings import ServingSettings, get_settings
+from serving.traffic.background import BackgroundPricing
+from serving.traffic.metrics import TrafficMetrics
+from serving.traffic.switch import TrafficSwitch
 from serving.ui import install_ui
 from serving.upstream import ModelServerClient
 
@@ -99,6 +102,7 @@ def create_app(
                 PricingService.open(typed, config, app.state.http, app.state.pricing_metrics))
             app.state.prediction_store = await start_store(typed.prediction_store,
                                                            app.state.store_metrics, stack)
+            await _start_traffic(app, typed, stack)
             log.info("proxy_started", model=typed.registry.model_name, queue=typed.jobs.queue,
                      key_store=getattr(app.state.key_store, "backend", "custom"))
             yield
@@ -119,6 +123,7 @@ def create_app(
     app.state.metrics = ProxyMetrics()
     app.state.pricing_metrics = PricingMetrics(app.state.metrics.registry)
     app.state.store_metrics = StoreMetrics(app.state.metrics.registry)
+    app.state.traffic_metrics = TrafficMetrics(app.state.metrics.registry)
     # The monitoring job's latest figures, read from Redis at each scrape (serving/monitoring/).
     app.state.metrics.registry.register(MonitoringCollector(
         lambda: getattr(app.state, "redis", None), str(config.monitoring_job.redis_prefix)))
@@ -134,6 +139,18 @@ def create_app(
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics,
                        max_body_bytes=max_body)
     return app
+
+
+async def _start_traffic(app: FastAPI, typed: ServingSettings, stack: AsyncExitStack) -> None:
+    """Shadow and canary traffic (serving/traffic/): the split in force, kept fresh, and the
+    background pricings, cancelled first at shutdown (before the store and batcher close)."""
+    app.state.traffic = await stack.enter_async_context(TrafficSwitch.running(
+        typed.traffic, app.state.redis, app.state.supervisor, typed.registry.challenger_alias,
+        app.state.traffic_metrics))
+    app.state.traffic_background = BackgroundPricing(
+        app.state.pricing, app.state.supervisor, typed.proxy, app.state.traffic_metrics,
+        typed.traffic.max_background_in_flight)
+    stack.push_async_callback(app.state.traffic_background.close)
 
 
 def _use_tracking_uri(uri: str, stack: AsyncExitStack) -> None:

@@ -97,6 +97,7 @@ class AuditLog:
         detail: Any = None,
         cache: dict[str, Any] | None = None,
         extras: dict[str, Any] | None = None,
+        served_alias: str | None = None,
     ) -> None:
         event: dict[str, Any] = {
             "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -115,6 +116,8 @@ class AuditLog:
         }
         if cache is not None:  # rows answered from the prediction cache (serving/prediction/cache.py)
             event["cache"] = cache
+        if served_alias is not None:  # who answered a prediction: champion, canary, explicit...
+            event["served_alias"] = served_alias
         if extras:  # what /predict returned beside prices (e.g. that comparables were returned)
             event["extras"] = extras
         try:

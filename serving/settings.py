@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field
 
 from serving.prediction_store.settings import PredictionStoreSettings
+from serving.traffic.settings import TrafficSettings
 from valuation.config import load_config, tracking_uri
 
 
@@ -122,6 +123,7 @@ class ServingSettings(_Section):
     prediction_store: PredictionStoreSettings
     tracking_uri: str
     predict_extras: PredictExtrasSettings = PredictExtrasSettings()
+    traffic: TrafficSettings = TrafficSettings()
 
     @classmethod
     def from_config(cls, config: DictConfig) -> ServingSettings:

@@ -3,7 +3,8 @@
 MLflow 3 deprecates registry stages; aliases replace them. The mapping we use:
 Staging ~ alias `challenger`, Production ~ alias `champion` (the version the API serves).
 Every move is recorded as a registered-model tag `alias_history.<seq>` holding JSON, so
-`valuation status` and the API can read back when an alias moved, from which version, and why.
+`valuation status` and the API can read back when an alias moved, from which version, and why
+(and, for a move the promotion gate allowed, the comparison it made: rows, both figures, margin).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -27,6 +29,8 @@ class AliasMove:
     reason: str
     at: str  # ISO 8601, UTC
     actor: str
+    # The promotion gate's comparison on live data, for a move it allowed (older moves: None).
+    comparison: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -41,9 +45,11 @@ def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
 
 
 def move_alias(
-    client: MlflowClient, name: str, alias: str, version: str, reason: str, actor: str = "pipeline"
+    client: MlflowClient, name: str, alias: str, version: str, reason: str, actor: str = "pipeline",
+    comparison: dict[str, Any] | None = None,
 ) -> AliasMove:
-    """Point `alias` at `version` and record the move (also when it already pointed there)."""
+    """Point `alias` at `version` and record the move (also when it already pointed there), with
+    the promotion gate's `comparison` when the gate allowed it."""
     client.get_model_version(name, str(version))  # fails clearly for an unknown version
     previous = alias_version(client, name, alias)
     client.set_registered_model_alias(name, alias, str(version))
@@ -54,6 +60,7 @@ def move_alias(
         reason=reason,
         at=datetime.now(UTC).isoformat(timespec="seconds"),
         actor=actor,
+        comparison=comparison,
     )
     sequence = len(_history_tags(client, name)) + 1
     client.set_registered_model_tag(name, f"{ALIAS_HISTORY_TAG_PREFIX}{sequence:06d}", move.to_json())

@@ -227,7 +227,15 @@ def models(
         aliases=aliases,
         alias_history=history[-HISTORY_SHOWN:],
         versions=versions,
+        traffic=_traffic(request, settings),
     )
+
+
+def _traffic(request: Request, settings: ServingSettings) -> dict[str, Any]:
+    """The shadow/canary split this proxy applies, and which challenger version answers it."""
+    challenger = deps.supervisor(request).served(alias=settings.registry.challenger_alias)
+    return {**request.app.state.traffic.split.to_dict(),
+            "challenger_served_version": challenger.version if challenger else None}
 
 
 def _version_summary(client: MlflowClient, name: str, version: str) -> dict[str, Any]:

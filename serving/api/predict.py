@@ -1,5 +1,6 @@
 """POST /predict: price the rows with the served model (serving/prediction/pipeline.py: its own
-rules, the prediction cache, the micro-batcher), answer, and audit the request.
+rules, the prediction cache, the micro-batcher) or, for a canary request, the challenger
+(serving/traffic/), answer, audit the request, and start its shadow pricing if it has one.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from serving.api.errors import AUTH_ERRORS, error_responses
 from serving.api.observability import request_id_of
 from serving.api.schemas import PredictRequest, PredictResponse
 from serving.keys.records import KeyRecord
-from serving.prediction.pipeline import audit_priced, audit_refused, price_request
+from serving.prediction.pipeline import audit_priced, audit_refused
 from serving.prediction_store.proxy import store_predictions
 from serving.roles import Capability
 from serving.settings import ServingSettings
+from serving.traffic.routing import price_routed, start_background
 
 router = APIRouter(tags=["predict"])
 
@@ -32,7 +34,8 @@ router = APIRouter(tags=["predict"])
     description=(
         "Every row is checked with the served model's rules before it is forwarded; a bad row "
         "gets 422 naming its index and field. `version` or `alias` pick a specific served "
-        "version (default: the champion)."
+        "version (default: the champion; with canary traffic on, a share of requests without "
+        "them is answered by the challenger). `served_alias` says who answered."
     ),
     responses=error_responses({
         **AUTH_ERRORS,
@@ -56,23 +59,26 @@ async def predict(
     extras = predict_extras.requested(body, settings.predict_extras)
     predict_extras.require_comparables(request, key, extras)
     try:
-        priced = await price_request(request, settings, model_name=body.model_name,
-                                     rows=body.features, version=body.version, alias=body.alias,
-                                     trace=trace, extras=extras)
+        routed = await price_routed(request, settings, model_name=body.model_name,
+                                    rows=body.features, version=body.version, alias=body.alias,
+                                    trace=trace, extras=extras)
     except Exception as error:  # audited with its status, then answered as before
         audit_refused(request, key, started, trace, body.model_name, body.features, error)
         raise
-    audit_priced(request, key, started, priced)
-    store_predictions(request, key, priced.served, body, priced.predictions,
-                      degraded=priced.degraded_reason is not None)
+    priced = routed.priced
+    audit_priced(request, key, started, priced, routed.served_alias)
+    store_predictions(request, key, priced.served, body.features, priced.predictions,
+                      routed.served_alias)
     payload = {
         "model_name": priced.served.name,
         "model_version": priced.served.version,
         "request_id": request_id_of(request),
         "predictions": priced.predictions,
+        "served_alias": routed.served_alias,
         **priced.extra_fields,
     }
     if priced.degraded_reason is not None:
         payload.update(degraded=True, served_version=priced.served.version,
                        degraded_reason=priced.degraded_reason)
+    start_background(request, key, routed)
     return Response(orjson.dumps(payload), media_type="application/json")

@@ -211,6 +211,10 @@ class PredictResponse(BaseModel):
     model_version: str
     request_id: str
     predictions: list[float] = Field(description="Price in UF, one per row, in request order")
+    served_alias: str | None = Field(
+        None, description="Who answered: `champion`; `canary` (the challenger, for a share of "
+        "requests while canary traffic is on); the alias asked; `explicit` (a version asked); "
+        "`fallback` (degraded)")
     degraded: bool = Field(False, description="True when the champion's server was down and "
                            "another loaded version answered (see served_version)")
     served_version: str | None = Field(None, description="The version that answered, when degraded")
@@ -231,6 +235,7 @@ class PredictResponse(BaseModel):
                     "model_version": "3",
                     "request_id": _REQUEST_ID_EXAMPLE,
                     "predictions": [21034.7],
+                    "served_alias": "champion",
                 },
                 {
                     "model_name": "property_friends_best_model",
@@ -443,6 +448,10 @@ class ModelsResponse(BaseModel):
         description="Per alias: its version's test metrics, verdict (`validated`), creation time "
                     "(ms since the epoch), run id and who registered it",
     )
+    traffic: dict[str, Any] | None = Field(
+        None, description="Shadow and canary traffic on this proxy: the fractions in force, "
+        "whether they come from the config or the run-time setting (`valuation traffic set`), "
+        "and the challenger version being served for them (null: none)")
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -457,6 +466,9 @@ class ModelsResponse(BaseModel):
                          "reason": "best_model by test_mse (min)", "at": "2025-01-01T12:00:00+00:00",
                          "actor": "1a2b3c4d5e6f"}
                     ],
+                    "traffic": {"shadow": 0.1, "canary": 0.0, "source": "runtime",
+                                "set_at": "2025-01-02T09:00:00+00:00", "set_by": "cli:ops",
+                                "challenger_served_version": "5"},
                 }
             ]
         }

@@ -13,11 +13,12 @@ from serving.cli.monitor import monitor_app
 from serving.cli.registry import promote, status
 from serving.cli.score import score
 from serving.cli.store import store_app
+from serving.cli.traffic import traffic_app
 from serving.logging import configure_logging
 
 app = typer.Typer(
-    help="Operate the valuation service: API keys, model promotion, batch scoring, feedback and "
-         "the prediction store.",
+    help="Operate the valuation service: API keys, model promotion, batch scoring, feedback, "
+         "the prediction store and shadow/canary traffic.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -26,6 +27,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(feedback_app, name="feedback")
 app.add_typer(store_app, name="store")
+app.add_typer(traffic_app, name="traffic")
 app.command()(promote)
 app.command()(status)
 app.command()(score)

@@ -8,21 +8,28 @@ from datetime import UTC, datetime
 import typer
 
 from serving.cli.audit import actor, audit
+from serving.cli.gate import promote_through_gate
 from serving.cli.output import EXIT_USAGE, fail, print_table
 from serving.settings import get_settings, mlflow_tracking_uri
 from valuation import names
 
 
 def promote(
-    version: str = typer.Argument(..., help="The registered model version to point the alias at."),
+    version: str | None = typer.Argument(
+        None, help="The registered model version to point the alias at (none with --challenger)."),
     alias: str = typer.Option("champion", "--alias", help="champion (served) or challenger."),
-    reason: str = typer.Option(
-        "manual promotion", "--reason", help="Why; recorded in the alias history."
+    reason: str | None = typer.Option(
+        None, "--reason", help="Why; recorded in the alias history (default: manual promotion)."
     ),
     force: bool = typer.Option(
         False, "--force", help="Promote even a version that failed its evaluation thresholds."
     ),
     model: str | None = typer.Option(None, "--model", help="Registered model name."),
+    challenger: bool = typer.Option(
+        False, "--challenger",
+        help="Make the challenger the champion, only if the promotion gate passes: on the same "
+             "labelled live rows (shadow/canary with feedback) it must beat the champion by "
+             "promotion_gate.margin. Exit 1 with the figures when it does not."),
 ) -> None:
     """Point an alias at a model version; the served model follows the champion alias."""
     from mlflow.exceptions import MlflowException
@@ -34,6 +41,15 @@ def promote(
     allowed_aliases = (registry.champion_alias, registry.challenger_alias)
     if alias not in allowed_aliases:
         fail(f"unknown alias {alias!r}: expected one of {', '.join(allowed_aliases)}", EXIT_USAGE)
+    if challenger:
+        if version is not None or alias != registry.champion_alias or force:
+            fail("--challenger moves the champion to the challenger's version through the "
+                 "promotion gate: give no VERSION, --alias or --force with it", EXIT_USAGE)
+        promote_through_gate(name, reason)
+        return
+    reason = reason or "manual promotion"
+    if version is None:
+        fail("give the VERSION to promote, or --challenger", EXIT_USAGE)
     if not version.strip().isdigit() or int(version) < 1:
         fail(f"version must be a positive integer, got {version!r}", EXIT_USAGE)
     version = str(int(version))
@@ -98,10 +114,21 @@ def status(
     typer.echo("")
     typer.echo("alias history")
     history = [
-        (m.at, m.alias, m.from_version or "-", m.to_version, m.actor, m.reason)
+        (m.at, m.alias, m.from_version or "-", m.to_version, m.actor, m.reason,
+         _gate_text(m.comparison))
         for m in alias_history(client, name)
     ]
-    print_table(("AT", "ALIAS", "FROM", "TO", "ACTOR", "REASON"), history, empty="no alias moves")
+    print_table(("AT", "ALIAS", "FROM", "TO", "ACTOR", "REASON", "GATE"), history,
+                empty="no alias moves")
+
+
+def _gate_text(comparison: dict | None) -> str:
+    """The promotion gate's comparison of a move it allowed, in one cell."""
+    if not comparison:
+        return "-"
+    return (f"{comparison['metric']} {comparison['challenger_figure']:.4g} vs "
+            f"{comparison['champion_figure']:.4g} on {comparison['rows']} rows, "
+            f"margin {comparison['margin']:.1%}")
 
 
 def _mlflow_client():

@@ -99,7 +99,8 @@ class _AliasState:
 
 class ModelServerSupervisor:
     """Keeps one `mlflow models serve` process per watched alias (the champion, plus
-    `model_server.extra_aliases`) serving the version the alias points to."""
+    `model_server.extra_aliases`, plus the aliases asked for at run time with `watch`, e.g. the
+    challenger while shadow or canary traffic is on) serving the version the alias points to."""
 
     def __init__(self, settings: DictConfig, tracking_uri: str, run_dir: Path | None = None):
         cfg = settings.model_server
@@ -108,6 +109,7 @@ class ModelServerSupervisor:
         self.aliases: tuple[str, ...] = tuple(
             dict.fromkeys([self.champion_alias, *(cfg.get("extra_aliases") or [])])
         )
+        self._configured_aliases = self.aliases  # never unwatched
         self.tracking_uri = tracking_uri
         self.host: str = cfg.host
         self.base_port = int(cfg.base_port)
@@ -137,6 +139,9 @@ class ModelServerSupervisor:
         self._http: httpx.Client | None = None
         self._next_watch = 0.0
         self._pending_calls: dict[str, threading.Thread] = {}
+        # Aliases asked for (True) or given up (False) by `watch`/`unwatch`, applied by the loop
+        # thread at its next tick: only that thread changes the set of watched aliases.
+        self._watch_requests: dict[str, bool] = {}
 
     # ---- public API (any thread) -----------------------------------------------------------
 
@@ -171,6 +176,18 @@ class ModelServerSupervisor:
         if servers:
             log.info("model_server.supervisor_stopped",
                      stopped=[s.process.base_url for s in servers])
+
+    def watch(self, alias: str) -> None:
+        """Also serve `alias` from the next tick on (its version is read from the registry at
+        once). Returns at once; `served(alias=...)` answers once its server is ready."""
+        with self._lock:
+            self._watch_requests[alias] = True
+
+    def unwatch(self, alias: str) -> None:
+        """Stop serving an alias given by `watch`: its server drains unless another alias wants
+        its version. Aliases of the config (the champion, extra_aliases) stay watched."""
+        with self._lock:
+            self._watch_requests[alias] = False
 
     def current(self) -> ServedModel | None:
         """The champion being served, or None (no champion, starting, or its server is down)."""
@@ -283,6 +300,7 @@ class ModelServerSupervisor:
             self._http.close()
 
     def _tick(self) -> None:
+        self._apply_watch_requests()
         now = time.monotonic()
         watch = now >= self._next_watch
         if watch:
@@ -294,6 +312,21 @@ class ModelServerSupervisor:
         self._advance_starting()
         self._reconcile()
         self._drain()
+
+    def _apply_watch_requests(self) -> None:
+        with self._lock:
+            requests, self._watch_requests = self._watch_requests, {}
+            for alias, wanted in requests.items():
+                if wanted and alias not in self._alias:
+                    self._alias[alias] = _AliasState()
+                    self._next_watch = 0.0  # read its version now, not at the next watch
+                elif not wanted and alias in self._alias and alias not in self._configured_aliases:
+                    del self._alias[alias]  # its server is no longer bound: _drain stops it
+                else:
+                    continue
+                log.info("model_server.watching" if wanted else "model_server.unwatching",
+                         alias=alias)
+            self.aliases = tuple(self._alias)
 
     def _refresh_aliases(self) -> None:
         for alias, state in self._alias.items():

@@ -9,7 +9,9 @@ calls `monitor` in-process. A run:
    (valuation/monitoring/);
 4. applies the retraining policy, and enqueues a retraining when it says so
    (serving/monitoring/retraining.py);
-5. logs an MLflow run in the `monitoring_job.experiment_name` experiment (metrics, the JSON
+5. when `promotion_gate.auto_promote` is on, judges the promotion gate and promotes the
+   challenger when it passes (serving/monitoring/gate.py);
+6. logs an MLflow run in the `monitoring_job.experiment_name` experiment (metrics, the JSON
    report, PNG plots) and publishes the figures for the proxies' /metrics.
 """
 
@@ -29,6 +31,7 @@ from mlflow.entities import Metric, Param, RunTag
 from omegaconf import DictConfig
 
 from serving.logging import get_logger
+from serving.monitoring.gate import auto_promotion
 from serving.monitoring.metrics import gauge_figures, publish_figures
 from serving.monitoring.plots import drift_plot, live_error_plot
 from serving.monitoring.reference import ReferenceMissing, load_reference, served_version
@@ -132,6 +135,7 @@ def monitor(settings: DictConfig, *, redis: Any, tables: StoreTables, trigger: s
     try:
         outcome = _retrain_if_needed(decision, redis, settings, registry.model_name, version,
                                      tables, now, run_id)
+        promotion = auto_promotion(settings, client, _store_engine(tables, section), now)
         report = {
             "status": "ok", "model_name": registry.model_name, "version": version,
             "alias": registry.champion_alias, "evaluation_run_id": monitored.evaluation_run_id,
@@ -145,6 +149,7 @@ def monitor(settings: DictConfig, *, redis: Any, tables: StoreTables, trigger: s
                          "watched_features": decision.watched_features,
                          "drifted_watched_features": decision.drifted_watched},
             "retraining": outcome.to_dict(),
+            "promotion": promotion,
         }
         _log_run(client, run_id, report, profile, recent, drift, live, section)
         client.set_terminated(run_id, "FINISHED")
@@ -154,6 +159,14 @@ def monitor(settings: DictConfig, *, redis: Any, tables: StoreTables, trigger: s
     publish_figures(redis, str(section.redis_prefix), gauge_figures(report))
     log.info("monitoring_run", **summary(report))
     return report
+
+
+def _store_engine(tables: StoreTables, section: DictConfig) -> Any:
+    """The store's engine for the ORM queries (serving/prediction_store/queries.py), pointed at
+    `monitoring_job.store_schema` when the tables live in a schema of their own."""
+    schema = section.get("store_schema") or None
+    return (tables.engine.execution_options(schema_translate_map={None: schema}) if schema
+            else tables.engine)
 
 
 def _retrain_if_needed(decision, redis, settings, model_name, version, tables, now,
@@ -183,6 +196,8 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
         "retraining_reason": retraining.get("reason"),
         "retraining_job_id": retraining.get("job_id"),
         "explanation": retraining.get("explanation"),
+        "promoted": bool((report.get("promotion") or {}).get("promoted")),
+        "promotion_detail": (report.get("promotion") or {}).get("detail"),
     }
 
 
@@ -204,6 +219,11 @@ def _log_run(client: MlflowClient, run_id: str, report: dict[str, Any], profile,
         for metric in LIVE_METRICS:
             metrics[f"live_{metric}"] = getattr(live.overall, metric)
             metrics[f"test_{metric}"] = getattr(live.test, metric)
+    gate = (report.get("promotion") or {}).get("gate")
+    if gate:  # the automatic promotion policy's comparison
+        metrics.update({"gate_rows": gate["rows"], "gate_champion": gate["champion_figure"],
+                        "gate_challenger": gate["challenger_figure"],
+                        "promoted": float(report["promotion"]["promoted"])})
     client.log_batch(
         run_id,
         metrics=[Metric(k, float(v), moment, 0) for k, v in metrics.items()

@@ -100,15 +100,19 @@ async def _price_with_extras(request: Request, served: ServedModel, rows: Sequen
                          predict_extras.audit_fields(extras, fields))
 
 
-def audit_priced(request: Request, key: KeyRecord, started: float, priced: PricedRequest) -> None:
-    """The audit line of a priced request; rows answered from the prediction cache are named."""
+def audit_priced(request: Request, key: KeyRecord, started: float, priced: PricedRequest,
+                 served_alias: str | None = None) -> None:
+    """The audit line of a priced request; rows answered from the prediction cache are named,
+    and who answered when it was not the champion as such (`served_alias`: canary, explicit,
+    fallback, an alias asked), like the cache field: a plain line keeps its usual fields."""
     cache = None
     if priced.cached_rows:
         cache = {"hit_rows": priced.cached_rows, "hits": len(priced.cached_rows),
                  "misses": len(priced.predictions) - len(priced.cached_rows)}
     audit(request, "predict", 200, key, started, model_name=priced.served.name,
           model_version=priced.served.version, inputs=priced.rows, outputs=priced.predictions,
-          detail=priced.degraded_reason, cache=cache, extras=priced.extras_audit)
+          detail=priced.degraded_reason, cache=cache, extras=priced.extras_audit,
+          served_alias=served_alias if served_alias != "champion" else None)
 
 
 def audit_refused(request: Request, key: KeyRecord, started: float, trace: dict[str, Any],

@@ -3,7 +3,7 @@
 `start_store` opens the database, applies the migrations (`prediction_store.migrate_on_start`;
 when the database is unreachable the proxy starts anyway and the writer migrates once it can)
 and starts the writer; `store_predictions` is the one call /predict makes once a version has
-answered.
+answered; `submit_prices` is how a background (shadow) price reaches the store.
 """
 
 from __future__ import annotations
@@ -55,15 +55,23 @@ def served_alias(version: str | None, alias: str | None, degraded: bool) -> str:
     return alias or "champion"
 
 
-def store_predictions(request: Request, key: Any, served: Any, body: Any, prices: list[float],
-                      degraded: bool = False) -> None:
+def store_predictions(request: Request, key: Any, served: Any, features: Any, prices: list[float],
+                      alias: str) -> None:
     """Hand the answered rows of this request to the writer (never blocks, never raises for the
-    store's sake: a full buffer only counts the loss)."""
+    store's sake: a full buffer only counts the loss). `alias`: see `served_alias`."""
     writer = getattr(request.app.state, "prediction_store", None)
     if writer is None:
         return
+    submit_prices(writer, request_id=request_id_of(request) or "",
+                  key_id=getattr(key, "key_id", None), served=served, features=features,
+                  prices=prices, alias=alias)
+
+
+def submit_prices(writer: PredictionWriter, *, request_id: str, key_id: str | None, served: Any,
+                  features: Any, prices: list[float], alias: str) -> None:
+    """The rows of one request priced by `served`, to the writer (a shadow price too, after the
+    request was answered)."""
     writer.submit(PricedRequest(
-        request_id=request_id_of(request) or "", key_id=getattr(key, "key_id", None),
-        model_name=served.name, model_version=served.version,
-        served_alias=served_alias(body.version, body.alias, degraded),
-        created_at=datetime.now(UTC), features=body.features, prices=prices))
+        request_id=request_id, key_id=key_id, model_name=served.name,
+        model_version=served.version, served_alias=alias, created_at=datetime.now(UTC),
+        features=features, prices=prices))

@@ -53,6 +53,8 @@ def serving_settings(tmp_path: Path, tracking_uri: str, **overrides: Any) -> Dic
         "model_server": {"run_dir": str(tmp_path / "model-servers"), "base_port": free_port()},
         "audit": {"path": str(tmp_path / "audit" / "audit.jsonl")},
         "prediction_store": {"url": f"sqlite:///{tmp_path / 'predictions.db'}"},
+        # The run-time traffic split (serving/traffic/): a key of its own, never a stray one.
+        "traffic": {"redis_key": f"test-traffic:{uuid.uuid4().hex[:12]}"},
     }
     return OmegaConf.merge(base, patch, overrides)
 

@@ -29,3 +29,12 @@ def metric(base_url: str, name: str) -> float:
             if sample.name == name:
                 return sample.value
     raise AssertionError(f"metric {name} not exported")
+
+
+def metrics_value(client, name: str, **labels: str) -> float:
+    """A sample of the app's /metrics (a test client), 0 when it is not exported."""
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0

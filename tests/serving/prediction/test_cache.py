@@ -13,7 +13,7 @@ import pytest
 from serving.api.schemas import SPEC_PREDICT_BODY
 from serving.ports import free_port
 from serving.prediction.cache import row_digest
-from tests.serving.prediction.support import synthetic_rows, unbatched_prices
+from tests.serving.prediction.support import metrics_value, synthetic_rows, unbatched_prices
 from tests.support.serving import MODEL_NAME, serving_settings, wait_for
 from tests.support.stack import set_champion
 
@@ -34,16 +34,6 @@ def audit_of(settings, answer) -> dict:
     lines = [json.loads(line) for line in Path(settings.audit.path).read_text().splitlines()]
     [line] = [line for line in lines if line["request_id"] == answer.json()["request_id"]]
     return line
-
-
-def metrics_value(client, name: str, **labels: str) -> float:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    for family in text_string_to_metric_families(client.get("/metrics").text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return sample.value
-    return 0.0
 
 
 def test_a_repeated_row_is_answered_from_the_cache(
