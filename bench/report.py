@@ -56,6 +56,7 @@ def build_report(directory: Path) -> Path:
         _training(parts["training"], plots),
         _scoring(parts["scoring"]),
         _quality(directory),
+        _drift_demo(directory),
         _changes(),
         _reproduce(),
     ]
@@ -397,6 +398,24 @@ def _quality(directory: Path) -> str:
             body = "\n".join(("##" + line) if line.startswith("#") else line for line in body.splitlines())
             return f"## Quality\n\n_From `bench/quality.py` ({name})._\n\n{body}"
     return "## Quality\n\n_Not measured yet: run `python -m bench.quality --data-dir DIR`._"
+
+
+def _drift_demo(directory: Path) -> str:
+    """The drift demo's headline figures and a link to its own section (drift_demo.md)."""
+    title = "## Monitoring: the drift demo"
+    demo = read_result(directory, "drift_demo")
+    if not demo or not (directory / "drift_demo.md").is_file():
+        return f"{title}\n\n{_missing('make drift-demo')}"
+    s = demo["summary"]
+    return "\n".join([
+        title, "", _when(demo), "",
+        f"A market shift ({demo['scenario']['described']}) replayed through the stack: the drift "
+        f"alarm fired after {format_cell(s['alarm_after_shifted_rows'])} shifted predictions; live "
+        f"MdAPE {format_cell(s['medape_before'])} before, {format_cell(s['medape_after'])} after; "
+        f"retraining triggered: {format_cell(s['retraining_reason'] is not None)}, challenger "
+        f"registered: {format_cell(s['challenger_registered'])}; control false alarms: "
+        f"{s['false_alarms']}. Figures, timeline and method: [drift_demo.md](drift_demo.md).",
+    ])
 
 
 CHANGES_FILE = Path(__file__).resolve().parent / "CHANGES.md"  # hand-kept: what each change bought

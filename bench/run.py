@@ -21,7 +21,7 @@ from bench.loadgen import require_wrk
 
 PARTS = ("pyfunc_latency", "serving", "throughput", "prediction_store", "cache", "replicas", "proxy_floor",
          "soak", "faults",
-         "profile_serving", "batches", "training", "scoring", "quality")
+         "profile_serving", "batches", "training", "scoring", "quality", "drift_demo")
 
 
 def part_command(part: str, args) -> list[str]:

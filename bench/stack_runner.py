@@ -41,7 +41,8 @@ class RunningStack:
 
 def start_stack(group: ProcessGroup, workdir: Path, tracking_uri: str,
                 proxies: int = 1, *, name: str = "stack", env_overrides: Mapping[str, str] | None = None,
-                own_redis: bool = False) -> RunningStack:
+                own_redis: bool = False,
+                ready_timeout_s: float = STACK_READY_TIMEOUT_S) -> RunningStack:
     """Start the stack serving the champion registered in `tracking_uri` (a SQLite store in
     `workdir`) and wait until its proxy says it is ready. `proxies` > 1: that many replicas
     behind the stack's nginx (`make stack PROXIES=N`); the balancer's /ready answers 200 once
@@ -87,7 +88,7 @@ def start_stack(group: ProcessGroup, workdir: Path, tracking_uri: str,
     replica_ports = [ports["proxy"]] if replica_port is None else \
         [replica_port + i for i in range(proxies)]
     for port in replica_ports:
-        _wait_ready(f"http://{LOOPBACK}:{port}", proc, group, name)
+        _wait_ready(f"http://{LOOPBACK}:{port}", proc, group, name, ready_timeout_s)
     proxy_pid = _listening_pid(proc.pid, replica_ports[0])
     servers = _model_servers(proxy_pid, range(model_server_port, model_server_port + 16))
     if not servers:
@@ -99,11 +100,12 @@ def start_stack(group: ProcessGroup, workdir: Path, tracking_uri: str,
                         redis_port=ports["redis"] if own_redis else None)
 
 
-def _wait_ready(proxy_url: str, proc, group: ProcessGroup, name: str = "stack") -> None:
+def _wait_ready(proxy_url: str, proc, group: ProcessGroup, name: str = "stack",
+                timeout_s: float = STACK_READY_TIMEOUT_S) -> None:
     started = time.monotonic()
     last = ""
     with httpx.Client(timeout=5.0) as client:
-        while time.monotonic() - started < STACK_READY_TIMEOUT_S:
+        while time.monotonic() - started < timeout_s:
             if proc.poll() is not None:
                 raise BenchError(f"the stack exited with code {proc.returncode}:\n{group.log_tail(name)}")
             try:
@@ -115,7 +117,7 @@ def _wait_ready(proxy_url: str, proc, group: ProcessGroup, name: str = "stack") 
             except httpx.HTTPError as error:
                 last = repr(error)
             time.sleep(1.0)
-    raise BenchError(f"the stack's proxy was not ready within {STACK_READY_TIMEOUT_S} s (last: {last})\n"
+    raise BenchError(f"the stack's proxy was not ready within {timeout_s:g} s (last: {last})\n"
                      f"{group.log_tail(name)}")
 
 

@@ -8,8 +8,10 @@
 Rows come as one input per feature column (`parameters.content_type: "pd"`, as KServe and
 MLServer clients send a DataFrame); the answer is one output `price` (FP64) and the version
 that priced in `model_version`. Pricing is /predict's (serving/prediction/pipeline.py): the same
-served version, row rules, cache, batching and audit; /v2/models/* need the same key and role
-and count against the same rate limit; the health probes need none, as /health and /ready.
+served version, row rules, cache, batching and audit, and the priced rows go to the prediction
+store under the response's X-Request-ID (so POST /feedback can name them); /v2/models/* need
+the same key and role and count against the same rate limit; the health probes need none, as
+/health and /ready.
 
 Errors use the protocol's body `{"error": "..."}` with /predict's status codes; a refused row is
 a 422 naming the row and the input (the feature column). Tensors travel as JSON only: the binary
@@ -34,6 +36,7 @@ from serving.api.auth import require
 from serving.api.errors import api_error
 from serving.keys.records import KeyRecord
 from serving.prediction.pipeline import audit_priced, audit_refused, price_request
+from serving.prediction_store.proxy import served_alias, store_predictions
 from serving.roles import Capability
 from serving.settings import ServingSettings
 from valuation.model_runtime.schema import CATEGORICAL_FEATURES, FEATURES, TARGET
@@ -271,7 +274,9 @@ async def _infer(request: Request, settings: ServingSettings, key: KeyRecord,
     except Exception as error:
         audit_refused(request, key, started, trace, model_name, rows, error)
         raise
-    audit_priced(request, key, started, priced)
+    alias = served_alias(version, None, priced.degraded_reason is not None)
+    audit_priced(request, key, started, priced, alias)
+    store_predictions(request, key, priced.served, rows, priced.predictions, alias)
     answer: dict[str, Any] = {
         "model_name": priced.served.name,
         "model_version": priced.served.version,

@@ -26,7 +26,7 @@ def run() -> None:
 
     settings = get_settings()
     try:
-        report = monitor(settings, redis=redis_connection(settings), tables=open_store(settings),
+        report = monitor(settings, redis=redis_connection(settings), store=open_store(settings),
                          trigger="cli")
     except (MonitoringSkipped, StoreUnavailable) as problem:
         fail(str(problem))

@@ -29,6 +29,7 @@ import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from omegaconf import DictConfig
+from sqlalchemy import Engine
 
 from serving.logging import get_logger
 from serving.monitoring.gate import auto_promotion
@@ -36,7 +37,13 @@ from serving.monitoring.metrics import gauge_figures, publish_figures
 from serving.monitoring.plots import drift_plot, live_error_plot
 from serving.monitoring.reference import ReferenceMissing, load_reference, served_version
 from serving.monitoring.retraining import RetrainingOutcome, act_on
-from serving.monitoring.store_reader import StoreTables, Window
+from serving.monitoring.store_reader import (
+    Window,
+    connect,
+    latest_labelled,
+    recent_predictions,
+    training_rows,
+)
 from serving.prediction_store.settings import store_settings
 from serving.settings import get_settings
 from valuation.config import ensure_experiment, tracking_uri
@@ -71,26 +78,23 @@ def run_monitoring(trigger: str = "api", reschedule: bool = False) -> dict[str, 
     if reschedule:
         schedule_next(redis, settings)
     try:
-        report = monitor(settings, redis=redis, tables=open_store(settings), trigger=trigger)
+        report = monitor(settings, redis=redis, store=open_store(settings), trigger=trigger)
     except MonitoringSkipped as skipped:
         log.warning("monitoring_skipped", reason=str(skipped))
         return {"status": "skipped", "message": str(skipped)}
     return summary(report)
 
 
-def open_store(settings: DictConfig) -> StoreTables:
-    """The prediction store's tables, at the URL the proxy writes to (`prediction_store:`)."""
-    import sqlalchemy as sa
-
+def open_store(settings: DictConfig) -> Engine:
+    """The prediction store the proxies write to (`prediction_store:`)."""
     store = store_settings(settings)
     if not store.enabled:
         raise MonitoringSkipped("the prediction store is off (prediction_store.enabled=false, "
                                 "env PREDICTION_STORE_ENABLED): there are no predictions to monitor")
-    engine = sa.create_engine(store.database_url, pool_pre_ping=True)
-    return StoreTables.reflect(engine, schema=settings.monitoring_job.get("store_schema") or None)
+    return connect(store)
 
 
-def monitor(settings: DictConfig, *, redis: Any, tables: StoreTables, trigger: str,
+def monitor(settings: DictConfig, *, redis: Any, store: Engine, trigger: str,
             now: datetime | None = None) -> dict[str, Any]:
     """One monitoring run (see the module doc); returns its report."""
     now = now or datetime.now(UTC)
@@ -109,7 +113,7 @@ def monitor(settings: DictConfig, *, redis: Any, tables: StoreTables, trigger: s
     profile = monitored.profile
 
     window = Window(str(section.window.by), int(section.window.rows), float(section.window.hours))
-    recent = tables.recent_predictions(registry.model_name, version, window, now=now)
+    recent = recent_predictions(store, registry.model_name, version, window, now=now)
     drift: DriftResult | None = None
     drift_note = None
     if len(recent) < int(section.window.min_rows):
@@ -119,8 +123,8 @@ def monitor(settings: DictConfig, *, redis: Any, tables: StoreTables, trigger: s
         drift = compare(profile, recent[list(FEATURES)], recent["price"].to_numpy(dtype=float),
                         DriftThresholds.from_mapping(settings.drift.thresholds))
 
-    labelled = tables.labelled_rows(registry.model_name, version,
-                                    since=now - timedelta(days=float(section.feedback_days)))
+    labelled = latest_labelled(store, registry.model_name, version,
+                               since=now - timedelta(days=float(section.feedback_days)))
     live = live_error(labelled, profile, str(section.live_error_period)) if len(labelled) else None
 
     policy = RetrainingPolicy.from_mapping(
@@ -134,8 +138,8 @@ def monitor(settings: DictConfig, *, redis: Any, tables: StoreTables, trigger: s
     run_id = run.info.run_id
     try:
         outcome = _retrain_if_needed(decision, redis, settings, registry.model_name, version,
-                                     tables, now, run_id)
-        promotion = auto_promotion(settings, client, _store_engine(tables, section), now)
+                                     store, now, run_id)
+        promotion = auto_promotion(settings, client, store, now)
         report = {
             "status": "ok", "model_name": registry.model_name, "version": version,
             "alias": registry.champion_alias, "evaluation_run_id": monitored.evaluation_run_id,
@@ -161,21 +165,13 @@ def monitor(settings: DictConfig, *, redis: Any, tables: StoreTables, trigger: s
     return report
 
 
-def _store_engine(tables: StoreTables, section: DictConfig) -> Any:
-    """The store's engine for the ORM queries (serving/prediction_store/queries.py), pointed at
-    `monitoring_job.store_schema` when the tables live in a schema of their own."""
-    schema = section.get("store_schema") or None
-    return (tables.engine.execution_options(schema_translate_map={None: schema}) if schema
-            else tables.engine)
-
-
-def _retrain_if_needed(decision, redis, settings, model_name, version, tables, now,
+def _retrain_if_needed(decision, redis, settings, model_name, version, store, now,
                        run_id) -> RetrainingOutcome:
     if not decision.retrain:
         return RetrainingOutcome(False, None, decision.explanation)
     since = now - timedelta(days=float(settings.retraining.feedback_days))
     return act_on(decision, redis=redis, settings=settings, model_name=model_name,
-                  version=version, feedback_rows=tables.feedback_rows(since),
+                  version=version, feedback_rows=training_rows(store, since),
                   monitoring_run_id=run_id)
 
 

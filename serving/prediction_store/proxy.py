@@ -2,8 +2,8 @@
 
 `start_store` opens the database, applies the migrations (`prediction_store.migrate_on_start`;
 when the database is unreachable the proxy starts anyway and the writer migrates once it can)
-and starts the writer; `store_predictions` is the one call /predict makes once a version has
-answered; `submit_prices` is how a background (shadow) price reaches the store.
+and starts the writer; `store_predictions` is the one call /predict and /v2 infer make once a
+version has answered; `submit_prices` is how a background (shadow) price reaches the store.
 """
 
 from __future__ import annotations

@@ -22,18 +22,14 @@ OBSERVATION_COLUMNS = ("id", "request_id", "row_index", *FEATURES, "observed_pri
 
 def predictions_window(
     engine: Engine, *, since: datetime | None = None, until: datetime | None = None,
-    last: int | None = None, model_version: str | None = None,
+    last: int | None = None, model_name: str | None = None, model_version: str | None = None,
     served_aliases: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Predictions with `since <= created_at < until`, of `model_version` and `served_aliases`
-    when given; `last`: only the newest that many of them. Oldest first."""
+    """Predictions with `since <= created_at < until`, of `model_name`, `model_version` and
+    `served_aliases` when given; `last`: only the newest that many of them. Oldest first."""
     table = Prediction.__table__
-    query = select(*(table.c[name] for name in PREDICTION_COLUMNS)).where(
-        *_window(table.c.created_at, since, until))
-    if model_version is not None:
-        query = query.where(table.c.model_version == str(model_version))
-    if served_aliases is not None:
-        query = query.where(table.c.served_alias.in_(list(served_aliases)))
+    query = _of(select(*(table.c[name] for name in PREDICTION_COLUMNS)).where(
+        *_window(table.c.created_at, since, until)), table, model_name, model_version, served_aliases)
     if last is not None:
         newest = query.order_by(table.c.created_at.desc(), table.c.id.desc()).limit(int(last)).subquery()
         query = select(newest).order_by(newest.c.created_at, newest.c.id)
@@ -44,7 +40,8 @@ def predictions_window(
 
 def labelled_rows(
     engine: Engine, *, since: datetime | None = None, until: datetime | None = None,
-    model_version: str | None = None, served_aliases: Sequence[str] | None = None,
+    model_name: str | None = None, model_version: str | None = None,
+    served_aliases: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """One row per (observation, prediction of the same request row): the features, the observed
     price and its time and kind, and the prediction's version, alias, price and time. A row priced
@@ -61,10 +58,7 @@ def labelled_rows(
         .where(*_window(pred.c.created_at, since, until))
         .order_by(pred.c.created_at, pred.c.id, obs.c.id)
     )
-    if model_version is not None:
-        query = query.where(pred.c.model_version == str(model_version))
-    if served_aliases is not None:
-        query = query.where(pred.c.served_alias.in_(list(served_aliases)))
+    query = _of(query, pred, model_name, model_version, served_aliases)
     columns = ("observation_id", "prediction_id", "request_id", "row_index", *FEATURES,
                "observed_price", "observed_at", "kind", "created_at", "model_name", "model_version",
                "served_alias", "price")
@@ -100,6 +94,18 @@ def apply_retention(engine: Engine, retention_days: float, now: datetime | None 
         predictions = connection.execute(delete(pred).where(pred.c.created_at < cutoff)).rowcount
         observations = connection.execute(delete(obs).where(obs.c.received_at < cutoff)).rowcount
     return {"predictions": int(predictions or 0), "observations": int(observations or 0)}
+
+
+def _of(query: Any, table: Any, model_name: str | None, model_version: str | None,
+        served_aliases: Sequence[str] | None) -> Any:
+    """`query` restricted to the predictions of a model, a version and aliases, when given."""
+    if model_name is not None:
+        query = query.where(table.c.model_name == str(model_name))
+    if model_version is not None:
+        query = query.where(table.c.model_version == str(model_version))
+    if served_aliases is not None:
+        query = query.where(table.c.served_alias.in_(list(served_aliases)))
+    return query
 
 
 def _window(column: Any, since: datetime | None, until: datetime | None) -> list[Any]:

@@ -3,6 +3,7 @@ its own on the shared PostgreSQL server (127.0.0.1:5432, database `test`), dropp
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,16 +22,25 @@ def pg_schema_url(schema: str) -> str:
     return f"{PG_SERVER}?options=-csearch_path%3D{schema}"
 
 
-@pytest.fixture
-def pg_schema() -> Iterator[str]:
-    schema = f"store_{uuid.uuid4().hex[:12]}"
+@contextlib.contextmanager
+def fresh_pg_schema(prefix: str = "store") -> Iterator[str]:
+    """A schema of its own on the shared server, dropped afterwards."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = create_engine(PG_SERVER)
     with admin.begin() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    yield schema
-    with admin.begin() as connection:
-        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    try:
+        yield schema
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    with fresh_pg_schema() as schema:
+        yield schema
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

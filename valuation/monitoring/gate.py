@@ -99,8 +99,8 @@ def judge(paired: pd.DataFrame, rule: GateRule, champion: str, challenger: str) 
                           challenger_figure, None, rule.margin, rule.min_rows, False,
                           f"{names}: {figures}: no finite comparison")
     passed = improvement >= rule.margin
-    verdict = (f"better by {improvement:.1%}, at least the margin {rule.margin:.1%}" if passed
-               else f"{'better' if improvement > 0 else 'worse'} by {abs(improvement):.1%}, "
+    verdict = (f"better by {improvement:.2%}, at least the margin {rule.margin:.1%}" if passed
+               else f"{'better' if improvement > 0 else 'worse'} by {abs(improvement):.2%}, "
                     f"the gate needs better by {rule.margin:.1%}")
     return GateResult(champion, challenger, rule.metric, rows, champion_figure,
                       challenger_figure, improvement, rule.margin, rule.min_rows, passed,

@@ -1,5 +1,5 @@
-// /ui/ops: the registry (GET /models: served state, champion and challenger with their test
-// metrics, alias history), the latest monitoring run (GET /monitoring/latest: drift and live
+// /ui/ops: the registry (GET /models: served state, the shadow/canary traffic split, champion
+// and challenger with their test metrics, alias history with the promotion gate's comparison), the latest monitoring run (GET /monitoring/latest: drift and live
 // error) and the training queue (GET /jobs), for an admin key.
 "use strict";
 
@@ -33,13 +33,39 @@ function fillVersion(alias, summary) {
   }
 }
 
+function percent(share) {
+  return `${Math.round(Number(share) * 1000) / 10}%`;
+}
+
+function fillTraffic(traffic) {
+  const line = document.getElementById("traffic-state");
+  if (!traffic) {
+    line.textContent = "Traffic split: not reported by this proxy.";
+    return;
+  }
+  const origin = traffic.source === "runtime"
+    ? `set at run time${traffic.set_by ? ` by ${traffic.set_by}` : ""}${traffic.set_at ? `, ${utc(traffic.set_at)}` : ""}`
+    : "the config's default";
+  const served = traffic.challenger_served_version
+    ? ` Challenger served for it: version ${traffic.challenger_served_version}.` : "";
+  line.textContent = `Traffic split: shadow ${percent(traffic.shadow)}, canary ` +
+    `${percent(traffic.canary)} (${origin}).${served}`;
+}
+
+// A gated promotion's comparison (the alias history keeps it): rows, both figures, the margin.
+function gateText(comparison) {
+  if (!comparison) return "";
+  return `${comparison.metric} ${figure(comparison.challenger_figure)} vs ` +
+    `${figure(comparison.champion_figure)} on ${comparison.rows} rows (margin ${percent(comparison.margin)})`;
+}
+
 function fillHistory(history) {
   const rows = document.querySelector("#alias-history tbody");
   rows.replaceChildren();
   for (const move of [...history].reverse()) {
     const tr = element("tr");
     for (const value of [utc(move.at), move.alias, move.from_version || "none", move.to_version,
-      move.reason, move.actor]) {
+      move.reason, gateText(move.comparison), move.actor]) {
       tr.appendChild(element("td", null, value));
     }
     rows.appendChild(tr);
@@ -64,6 +90,7 @@ async function loadModels() {
   const versions = models.versions || {};
   fillVersion("champion", versions.champion);
   fillVersion("challenger", versions.challenger);
+  fillTraffic(models.traffic);
   fillHistory(models.alias_history || []);
   document.getElementById("ops").hidden = false;
   return true;

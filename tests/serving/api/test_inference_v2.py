@@ -160,3 +160,47 @@ def test_concurrent_infer_requests_are_batched(v2, serving_supervisor) -> None:
     assert prices == pytest.approx(reference, rel=1e-9)
     assert metric(url, "valuation_batch_requests_sum") == len(rows)
     assert metric(url, "valuation_batch_requests_count") < len(rows)
+
+
+def _infer_body(rows: list[dict]) -> dict:
+    return {"parameters": PANDAS, "inputs": [
+        {"name": name, "shape": [len(rows)],
+         "datatype": "BYTES" if name in CATEGORICAL_FEATURES else "FP64",
+         "data": [row[name] for row in rows]} for name in FEATURES]}
+
+
+def test_infer_rows_go_to_the_prediction_store_like_predict(v2, trained_model, tmp_path) -> None:
+    from serving.prediction_store.engine import open_engine
+    from serving.prediction_store.queries import labelled_rows, predictions_window
+
+    _, url, headers, _ = v2
+    rows = synthetic_rows(3, seed=33)
+    default = httpx.post(f"{url}/v2/models/{MODEL_NAME}/infer", json=_infer_body(rows),
+                         headers=headers, trust_env=False)
+    pinned = httpx.post(f"{url}/v2/models/{MODEL_NAME}/versions/{trained_model.version}/infer",
+                        json=_infer_body(rows[:1]), headers=headers, trust_env=False)
+    assert default.status_code == pinned.status_code == 200, default.text + pinned.text
+    request_id = default.headers["X-Request-ID"]
+    # Feedback naming the infer request's row: /feedback waits for this proxy's buffered rows,
+    # so the match proves the row was stored under the response's request id.
+    observed = {"request_id": request_id, "row_index": 2, "observed_price": 12345.0,
+                "observed_at": "2026-01-15T00:00:00Z", "kind": "sale"}
+    fed = httpx.post(f"{url}/feedback", json={"observations": [observed]}, headers=headers,
+                     trust_env=False)
+    assert fed.status_code == 200, fed.text
+    assert fed.json()["observations"][0]["prediction_id"] is not None
+
+    engine = open_engine(str(serving_settings(tmp_path, trained_model.tracking_uri)
+                             .prediction_store.url))
+    stored = predictions_window(engine)
+    by_request = stored[stored.request_id == request_id].sort_values("row_index")
+    assert list(by_request.row_index) == [0, 1, 2]
+    assert by_request.price.tolist() == pytest.approx(
+        default.json()["outputs"][0]["data"], rel=1e-12)
+    assert set(by_request.served_alias) == {"champion"}
+    assert set(by_request.model_version) == {trained_model.version}
+    explicit = stored[stored.request_id == pinned.headers["X-Request-ID"]]
+    assert list(explicit.served_alias) == ["explicit"]
+    [line] = labelled_rows(engine).to_dict("records")
+    assert (line["request_id"], line["row_index"], line["observed_price"]) == (request_id, 2,
+                                                                                12345.0)

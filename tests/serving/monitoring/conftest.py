@@ -1,15 +1,11 @@
-"""Fixtures of the monitoring tests: a prediction store with the agreed `predictions` and
-`observations` tables on real PostgreSQL (a schema of its own) and on SQLite, a model version
-trained by the project's own pipeline with a reference of more than 1,000 rows (Evidently's
-large-sample statistics decide), and the serving settings pointing at all of it.
-
-The table definitions below are the agreed schema of the prediction store, written here only
-until the store's own models (serving/prediction_store/) are on main; the job itself reflects
-the tables and defines none.
-"""
+"""Fixtures of the monitoring tests: the prediction store, migrated by its own Alembic history,
+on real PostgreSQL (a schema of its own) and on SQLite, a model version trained by the project's
+own pipeline with a reference of more than 1,000 rows (Evidently's large-sample statistics
+decide), and the serving settings pointing at all of it."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,10 +20,13 @@ import sqlalchemy as sa
 from omegaconf import DictConfig, OmegaConf
 from redis import Redis
 
+from serving.prediction_store.engine import open_engine
+from serving.prediction_store.migrate import upgrade
+from serving.prediction_store.tables import Observation, Prediction
 from tests.support.serving import purge_queue, run_pipeline_in_child, serving_settings
+from tests.support.store import fresh_pg_schema, pg_schema_url
 from valuation.model_runtime.schema import FEATURES
 
-POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 MODEL_NAME = "property_friends_best_model"
 # 600 training rows, 1,500 test rows: the reference has more than 1,000 rows.
 MONITORED_PIPELINE = [
@@ -36,36 +35,6 @@ MONITORED_PIPELINE = [
     "evaluate.thresholds.rmse=1e12", "evaluate.thresholds.mae=1e12",
     "evaluate.thresholds.r2=-1e12", "experiment_name=monitoring-tests",
 ]
-
-
-def store_metadata(schema: str | None) -> sa.MetaData:
-    metadata = sa.MetaData(schema=schema)
-
-    def features() -> list[sa.Column]:
-        return [sa.Column("type", sa.String(32)), sa.Column("sector", sa.String(64)),
-                *[sa.Column(name, sa.Float) for name in FEATURES[2:]]]
-
-    sa.Table("predictions", metadata,
-             sa.Column("id", sa.Integer, primary_key=True),
-             sa.Column("request_id", sa.String(128)), sa.Column("row_index", sa.Integer),
-             sa.Column("created_at", sa.DateTime(timezone=True)),
-             sa.Column("key_id", sa.String(32)), sa.Column("model_name", sa.String(128)),
-             sa.Column("model_version", sa.String(16)), sa.Column("served_alias", sa.String(16)),
-             *features(), sa.Column("price", sa.Float),
-             sa.Index("ix_predictions_time_version", "created_at", "model_version"))
-    prefix = f"{schema}." if schema else ""
-    sa.Table("observations", metadata,
-             sa.Column("id", sa.Integer, primary_key=True),
-             sa.Column("request_id", sa.String(128)), sa.Column("row_index", sa.Integer),
-             *features(),
-             sa.Column("observed_price", sa.Float),
-             sa.Column("observed_at", sa.DateTime(timezone=True)),
-             sa.Column("kind", sa.String(16)),
-             sa.Column("received_at", sa.DateTime(timezone=True)),
-             sa.Column("key_id", sa.String(32)),
-             sa.Column("prediction_id", sa.Integer, sa.ForeignKey(f"{prefix}predictions.id"),
-                       nullable=True))
-    return metadata
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
@@ -77,27 +46,21 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 @dataclass
 class PredictionStore:
     url: str
-    schema: str | None
     engine: sa.Engine
-    metadata: sa.MetaData
-
-    def table(self, name: str) -> sa.Table:
-        return self.metadata.tables[f"{self.schema}.{name}" if self.schema else name]
 
     def add_predictions(self, frame: pd.DataFrame, prices: np.ndarray, version: str,
                         start: datetime, request: str) -> list[int]:
         """One prediction per row, a second apart from `start`; returns their ids."""
+        table = Prediction.__table__
         rows = [{"request_id": request, "row_index": i, "created_at": start + timedelta(seconds=i),
                  "key_id": "k" * 12, "model_name": MODEL_NAME, "model_version": version,
                  "served_alias": "champion", "price": float(prices[i]),
                  **record}
                 for i, record in enumerate(_records(frame))]
         with self.engine.begin() as connection:
-            connection.execute(sa.insert(self.table("predictions")), rows)
-            found = connection.execute(
-                sa.select(self.table("predictions").c.id)
-                .where(self.table("predictions").c.request_id == request)
-                .order_by(self.table("predictions").c.row_index))
+            connection.execute(sa.insert(table), rows)
+            found = connection.execute(sa.select(table.c.id).where(table.c.request_id == request)
+                                       .order_by(table.c.row_index))
             return [row[0] for row in found]
 
     def add_observations(self, frame: pd.DataFrame, observed: np.ndarray, prediction_ids,
@@ -109,28 +72,20 @@ class PredictionStore:
                  **record}
                 for i, record in zip(range(len(observed)), _records(frame), strict=False)]
         with self.engine.begin() as connection:
-            connection.execute(sa.insert(self.table("observations")), rows)
+            connection.execute(sa.insert(Observation.__table__), rows)
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
 def prediction_store(request, tmp_path: Path) -> Iterator[PredictionStore]:
-    if request.param == "postgresql":
-        schema = f"drift_{uuid.uuid4().hex[:10]}"
-        engine = sa.create_engine(POSTGRES_URL)
-        with engine.begin() as connection:
-            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        url = POSTGRES_URL
-    else:
-        schema = None
-        url = f"sqlite:///{tmp_path / 'predictions.db'}"
-        engine = sa.create_engine(url)
-    metadata = store_metadata(schema)
-    metadata.create_all(engine)
-    yield PredictionStore(url, schema, engine, metadata)
-    if schema:
-        with engine.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    engine.dispose()
+    with contextlib.ExitStack() as stack:
+        if request.param == "postgresql":
+            url = pg_schema_url(stack.enter_context(fresh_pg_schema("drift")))
+        else:
+            url = f"sqlite:///{tmp_path / 'predictions.db'}"
+        engine = open_engine(url)
+        stack.callback(engine.dispose)
+        upgrade(engine)
+        yield PredictionStore(url, engine)
 
 
 @dataclass(frozen=True)
@@ -167,7 +122,7 @@ def monitoring_settings(tmp_path: Path, monitored_model: MonitoredModel,
     monkeypatch.setenv("MLFLOW_TRACKING_URI", monitored_model.tracking_uri)
     settings = serving_settings(tmp_path, monitored_model.tracking_uri)
     settings = OmegaConf.merge(settings, {
-        "monitoring_job": {"queue": f"test-monitoring-{unique}", "store_schema": prediction_store.schema,
+        "monitoring_job": {"queue": f"test-monitoring-{unique}",
                            "redis_prefix": f"test-monitoring:{unique}",
                            "window": {"rows": 1200, "min_rows": 500}},
         "retraining": {"min_feedback_rows": 300, "cooldown_s": 600},

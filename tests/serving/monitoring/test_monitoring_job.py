@@ -43,7 +43,7 @@ def _traffic(store, predict, version: str, *, shift: bool, seed: int, labelled: 
 
 
 def _run(settings, redis_conn):
-    return monitor(settings, redis=redis_conn, tables=open_store(settings), trigger="test",
+    return monitor(settings, redis=redis_conn, store=open_store(settings), trigger="test",
                    now=NOW + timedelta(minutes=1))
 
 

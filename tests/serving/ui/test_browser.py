@@ -188,16 +188,21 @@ def test_a_bad_area_shows_the_apis_message_beside_the_field(page, stack, stack_c
     page.console.expect_none(allowed=re.compile(r"status of 422 .*\[.*/predict\]$"))
 
 
+def _valuation(stack: RunningStack, *arguments: str) -> str:
+    """The operator's CLI against the stack's Vault and Redis; its stdout."""
+    state = json.loads((stack.state_dir / "stack.json").read_text())
+    redis_port = state["endpoints"]["redis"].split()[0].rsplit(":", 1)[1]
+    env = {**stack.env, "VAULT_ADDR": state["endpoints"]["vault"],
+           "VAULT_APPROLE_FILE": state["approle_file"], "REDIS_PORT": redis_port}
+    done = subprocess.run([str(Path(sys.executable).parent / "valuation"), *arguments], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def _create_key(stack: RunningStack, client: httpx.Client, role: str) -> str:
     """A key made with the operator's CLI against the stack's Vault, once the proxy knows it."""
-    state = json.loads((stack.state_dir / "stack.json").read_text())
-    env = {**stack.env, "VAULT_ADDR": state["endpoints"]["vault"],
-           "VAULT_APPROLE_FILE": state["approle_file"]}
-    created = subprocess.run(
-        [str(Path(sys.executable).parent / "valuation"), "keys", "create", "--owner", "ui-test",
-         "--role", role], env=env, capture_output=True, text=True, timeout=120, check=False)
-    assert created.returncode == 0, created.stderr
-    key = created.stdout.split()[-1]
+    key = _valuation(stack, "keys", "create", "--owner", "ui-test", "--role", role).split()[-1]
     deadline = time.monotonic() + KEY_KNOWN_TIMEOUT_S
     while client.get("/model_rules", headers=stack.headers(key)).status_code == 401:
         assert time.monotonic() < deadline, "the proxy never learnt the new key"
@@ -212,12 +217,20 @@ def test_the_ops_page_shows_the_champion_to_an_admin_and_refuses_others(
     assert queued.status_code == 202, queued.text
     run = wait_for_job(stack_client, stack.headers(), queued.json()["job_id"])
     assert run["status"] == "finished", run
+    # A run-time traffic split, set by the operator's CLI in the stack's own Redis.
+    _valuation(stack, "traffic", "set", "--shadow", "0.25")
+    deadline = time.monotonic() + KEY_KNOWN_TIMEOUT_S
+    while stack_client.get("/models", headers=stack.headers()).json()["traffic"]["shadow"] != 0.25:
+        assert time.monotonic() < deadline, "the proxy never applied the traffic split"
+        time.sleep(0.5)
     page.goto(f"{stack.url}/ui/ops")
     _type_key(page, stack.api_key)
     page.wait_for_selector("#ops:not([hidden])", timeout=WAIT_MS)
     assert page.inner_text("#champion-version") == f"version {champion}"
     assert page.locator("#champion-metrics tr").count() >= 3  # rmse, mae, r2 ... of the version
     assert page.locator("#alias-history tbody tr").count() >= 1
+    traffic = page.inner_text("#traffic-state")
+    assert "shadow 25%, canary 0%" in traffic and "set at run time" in traffic
     finished = page.locator("#jobs tbody tr[data-status=finished]")
     finished.first.wait_for(timeout=WAIT_MS)
     assert "experiment=ui-browser" in finished.first.inner_text()
@@ -227,6 +240,7 @@ def test_the_ops_page_shows_the_champion_to_an_admin_and_refuses_others(
     assert "Drift not judged" in about  # a handful of predictions, below window.min_rows
     page.screenshot(path=str(tmp_path / "ops.png"), full_page=True)
     page.console.expect_none()
+    _valuation(stack, "traffic", "reset")
 
     # A predict key sees the registry's refusal, not the registry.
     predict_key = _create_key(stack, stack_client, "predict")
