@@ -56,6 +56,7 @@ def build_report(directory: Path) -> Path:
         _training(parts["training"], plots),
         _scoring(parts["scoring"]),
         _quality(directory),
+        _prediction_store(directory),
         _drift_demo(directory),
         _changes(),
         _reproduce(),
@@ -400,6 +401,16 @@ def _quality(directory: Path) -> str:
     return "## Quality\n\n_Not measured yet: run `python -m bench.quality --data-dir DIR`._"
 
 
+def _prediction_store(directory: Path) -> str:
+    """The store's cost: its own report (prediction_store.md), nested under this report."""
+    title = "## Monitoring: the prediction store's cost"
+    path = directory / "prediction_store.md"
+    if not path.is_file():
+        return f"{title}\n\n{_missing('python -m bench.prediction_store')}"
+    body = path.read_text().strip().splitlines()[1:]  # its own title is this section's
+    return "\n".join([title, *body])
+
+
 def _drift_demo(directory: Path) -> str:
     """The drift demo's headline figures and a link to its own section (drift_demo.md)."""
     title = "## Monitoring: the drift demo"
@@ -413,8 +424,11 @@ def _drift_demo(directory: Path) -> str:
         f"alarm fired after {format_cell(s['alarm_after_shifted_rows'])} shifted predictions; live "
         f"MdAPE {format_cell(s['medape_before'])} before, {format_cell(s['medape_after'])} after; "
         f"retraining triggered: {format_cell(s['retraining_reason'] is not None)}, challenger "
-        f"registered: {format_cell(s['challenger_registered'])}; control false alarms: "
-        f"{s['false_alarms']}. Figures, timeline and method: [drift_demo.md](drift_demo.md).",
+        f"registered: {format_cell(s['challenger_registered'])}; shadowed: "
+        f"{format_cell(s.get('shadowed'))}, promotion gate passed: "
+        f"{format_cell(s.get('gate_passed'))}, promoted: {format_cell(s.get('promoted'))}; "
+        f"control false alarms: {s['false_alarms']}. Figures, timeline and method: "
+        "[drift_demo.md](drift_demo.md).",
     ])
 
 

@@ -46,8 +46,6 @@ def throughput_section(result: dict[str, Any] | None, cost: dict[str, Any] | Non
     ]
     for name, why in (result.get("not_measured") or {}).items():
         lines += ["", f"_{NAMES.get(name, name)}: not measured: {why}._"]
-    if result.get("prediction_log"):
-        lines += ["", f"_Prediction log: {result['prediction_log']}._"]
     errors = {name: sum(m["errors"] for m in levels.values()) for name, levels in result["results"].items()}
     if errors.get("inprocess") and not any(v for k, v in errors.items() if k != "inprocess"):
         lines += ["", f"The in-process design's {errors['inprocess']} errors are 422s: its pydantic model "

@@ -237,7 +237,6 @@ def run(args: Any) -> dict[str, Any]:
         "project": setup.project,
         "variants": setup.variants,
         "not_measured": setup.not_measured,
-        "prediction_log": "not in this build (issue 11's prediction store is not merged)",
         "results": levels,
         "ratelimit_check": limiter,
         "profile": profile,
