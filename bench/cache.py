@@ -47,6 +47,7 @@ from bench.common import (
     parser,
     progress,
     ratio,
+    read_result,
     results_dir,
     servable_rows,
     start_stamp,
@@ -334,7 +335,8 @@ def run(args: Any) -> dict[str, Any]:
             "runs": runs, "summary": summary, "targets": targets(summary)}
     out_dir = results_dir(args)
     path = write_result(out_dir, RESULT_NAME, data, args.quick)
-    (out_dir / f"{RESULT_NAME}.md").write_text(cache_section(data) + "\n")
+    # The section from what was written: write_result adds the machine it ran on.
+    (out_dir / f"{RESULT_NAME}.md").write_text(cache_section(read_result(out_dir, RESULT_NAME)) + "\n")
     for stream, lines in summary.items():
         for level, line in lines.items():
             progress(f"{stream} c={level}: cache on {line['on_rps']:.1f} req/s, off {line['off_rps']:.1f} "
