@@ -11,13 +11,13 @@
 - Shadow: with probability `shadow`, a request the champion answered is also priced by the
   challenger in the background.
 
-The draws are independent per request (`random.random() < fraction`): 1.0 means every request,
+The draws are independent per request (`draw() < fraction`): 1.0 means every request,
 0.0 none.
 """
 
 from __future__ import annotations
 
-import random
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +32,10 @@ from serving.prediction.pipeline import PricedRequest, price_request
 from serving.prediction_store.proxy import served_alias
 from serving.settings import ServingSettings
 from serving.traffic.background import CANARY_REFERENCE, SHADOW, BackgroundJob
+
+# Which requests the challenger sees: the OS's generator. Nothing here is a secret, but it costs
+# nothing and leaves no predictable sequence a client could time its requests against.
+draw = secrets.SystemRandom().random
 
 log = get_logger("serving.traffic")
 
@@ -57,7 +61,7 @@ async def price_routed(request: Request, settings: ServingSettings, *, model_nam
                                                        priced.degraded_reason is not None))
     metrics = request.app.state.traffic_metrics
     challenger = _challenger(request, settings)
-    if split.canary > 0 and random.random() < split.canary:
+    if split.canary > 0 and draw() < split.canary:
         if challenger is None:
             metrics.canary_fallbacks.labels("no_challenger").inc()
         else:
@@ -78,7 +82,7 @@ async def price_routed(request: Request, settings: ServingSettings, *, model_nam
                                  version=None, alias=None, trace=trace, extras=extras)
     answered_by = served_alias(None, None, priced.degraded_reason is not None)
     background = None
-    if split.shadow > 0 and answered_by == "champion" and random.random() < split.shadow:
+    if split.shadow > 0 and answered_by == "champion" and draw() < split.shadow:
         if challenger is None or challenger.version == priced.served.version:
             metrics.background.labels(SHADOW, "no_challenger").inc()
         else:
