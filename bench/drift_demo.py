@@ -255,7 +255,8 @@ def _monitoring_run(client: StackClient, phase: str, served: int) -> dict[str, A
               **{k: report.get(k) for k in ("window_rows", "drifted_features", "prediction_drifted",
                                             "feedback_rows", "live_medape", "test_medape",
                                             "retraining_triggered", "retraining_reason",
-                                            "retraining_job_id", "explanation", "run_id")}}
+                                            "retraining_job_id", "market_index", "explanation",
+                                            "run_id")}}
     if alarm:  # what Prometheus would read from the proxy for the ValuationFeatureDrift alert
         record["drifted_metric_lines"] = client.drifted_metric_lines()
     progress(f"{phase} at {served} rows: window {record['window_rows']}, drifted "
@@ -276,6 +277,7 @@ def _retraining(client: StackClient, runs: list[dict[str, Any]],
     progress(f"waiting for the retraining job {first['retraining_job_id']}")
     status = client.training(first["retraining_job_id"], plan.training_timeout_s)
     return {"served": first["served"], "phase": first["phase"], "reason": first["retraining_reason"],
+            "market_index": first.get("market_index"),
             "explanation": first["explanation"], "job_id": first["retraining_job_id"],
             "status": status.get("status"), "version": status.get("version"),
             "validated": status.get("validated"), "champion_moved": status.get("champion_moved"),

@@ -160,12 +160,14 @@ def _act_two_rows(s: dict[str, Any], data: dict[str, Any]) -> list[str]:
 
 
 def _act_two_text(data: dict[str, Any]) -> str:
-    return ("The challenger trains on train.csv plus the feedback of act one, drawn from one "
-            "half of test.csv's rows; act two's traffic is drawn from the other half, so the "
-            "gate and the after-promotion figures judge it on rows it never saw. The operator's "
-            "commands are the real CLI (`valuation traffic set --shadow 1`, `valuation promote "
-            "--challenger`, `valuation traffic reset`); the gate's figures are those the command "
-            "judged by (the same function, read just before it acts).")
+    return ("The challenger trains on train.csv, its prices restated by the per-sector market "
+            "index the monitoring job estimated from the latest observed prices, plus the "
+            "feedback of act one, drawn from one half of test.csv's rows; act two's traffic is "
+            "drawn from the other half, so the gate and the after-promotion figures judge it on "
+            "rows it never saw. The operator's commands are the real CLI (`valuation traffic "
+            "set --shadow 1`, `valuation promote --challenger`, `valuation traffic reset`); the "
+            "gate's figures are those the command judged by (the same function, read just "
+            "before it acts).")
 
 
 def _quiet(s: dict[str, Any], data: dict[str, Any]) -> str:
@@ -202,6 +204,10 @@ def _retrained(s: dict[str, Any], retraining: dict[str, Any]) -> str:
 
 def _challenger(s: dict[str, Any], retraining: dict[str, Any]) -> str:
     registered = f"version {s['challenger_version']}" if s["challenger_registered"] else "**no**"
+    index = retraining.get("market_index") if retraining else None
+    if index:
+        registered += "; training prices restated by the market index " + ", ".join(
+            f"{sector} ×{factor:.3f}" for sector, factor in sorted(index.items()))
     job = f" (training job {retraining.get('status')})" if retraining else ""
     if s["champion_unchanged"] is None:  # act two moves it through the gate
         return f"{registered}{job}"

@@ -12,7 +12,7 @@ extra labelled rows appended before cleaning), ``rows_removed_<rule>`` (every ru
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import mlflow
@@ -23,9 +23,16 @@ from steps.common import load_step_config, run_cli, split_overrides, step_parser
 from valuation.cleaning import clean
 from valuation.data_checks import DataError
 from valuation.model_runtime.schema import TARGET
+from valuation.monitoring.market_index import restate_prices
 from valuation.names import INGEST_STEP, STEP_TAG
 from valuation.progress import report
-from valuation.sources import Tables, lineage_source, load_feedback_rows, load_tables
+from valuation.sources import (
+    Tables,
+    lineage_source,
+    load_feedback_rows,
+    load_market_index,
+    load_tables,
+)
 
 # This step's share of the pipeline's overall progress.
 PROGRESS_START, PROGRESS_END = 0.0, 0.15
@@ -40,6 +47,22 @@ class IngestResult:
     test_digest: str
     n_train: int
     n_test: int
+
+
+def _restated(cfg: DictConfig, tables: Tables) -> Tables:
+    """The train and test tables in today's market when a market index is given
+    (`market_index.path`): each row's price times its sector's factor. The feedback rows are
+    today's prices already and are appended after."""
+    factors = load_market_index(cfg)
+    if factors is None:
+        return tables
+    mlflow.log_param("market_index.path", str(cfg.market_index.path)[:500])
+    mlflow.log_metrics({f"market_index.{sector.replace(' ', '_')}": factor
+                        for sector, factor in factors.items()})
+    report("ingest", _progress(0.45), "prices restated by the market index: " + ", ".join(
+        f"{sector} x{factor:.3f}" for sector, factor in sorted(factors.items())))
+    return replace(tables, train=restate_prices(tables.train, factors),
+                   test=restate_prices(tables.test, factors))
 
 
 def run(cfg: DictConfig) -> IngestResult:
@@ -60,6 +83,7 @@ def run(cfg: DictConfig) -> IngestResult:
         f"{len(tables.test)} test rows from {tables.test_name}",
     )
 
+    tables = _restated(cfg, tables)
     feedback = load_feedback_rows(cfg)
     training_rows = tables.train
     if feedback is not None:

@@ -39,6 +39,7 @@ __all__ = [
     "lineage_source",
     "open_database",
     "load_feedback_rows",
+    "load_market_index",
     "load_tables",
     "read_artifact_frame",
     "split_frame",
@@ -173,6 +174,32 @@ def load_feedback_rows(cfg: DictConfig) -> pd.DataFrame | None:
         raise DataError(f"{configured}: cannot read the feedback rows: {first_line}",
                         configured) from None
     return validate_raw(frame, configured)
+
+
+def load_market_index(cfg: DictConfig) -> dict[str, float] | None:
+    """The per-sector price index of ``market_index.path`` ({sector: factor}; see
+    valuation.monitoring.market_index), or None when unset: a JSON file, or a JSON artifact
+    (``runs:/<id>/....json``, what the retraining policy logs). Raises DataError naming it."""
+    import json
+
+    from valuation.monitoring.market_index import read_index
+
+    configured = (cfg.get("market_index") or {}).get("path")
+    if not configured:
+        return None
+    configured = str(configured)
+    try:
+        if "://" in configured or configured.startswith("runs:/"):
+            import mlflow
+
+            values = mlflow.artifacts.load_dict(configured)
+        else:
+            values = json.loads(resolve_path(configured).read_text())
+    except Exception as exc:  # unreadable, missing or not JSON: this index is unusable
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DataError(f"{configured}: cannot read the market index: {first_line[:300]}",
+                        configured) from None
+    return read_index(values, configured)
 
 
 # --- PostgreSQL (or any SQLAlchemy database) ---------------------------------------------------

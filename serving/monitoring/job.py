@@ -138,7 +138,7 @@ def monitor(settings: DictConfig, *, redis: Any, store: Engine, trigger: str,
     run_id = run.info.run_id
     try:
         outcome = _retrain_if_needed(decision, redis, settings, registry.model_name, version,
-                                     store, now, run_id)
+                                     store, now, run_id, labelled)
         promotion = auto_promotion(settings, client, store, now)
         report = {
             "status": "ok", "model_name": registry.model_name, "version": version,
@@ -166,13 +166,13 @@ def monitor(settings: DictConfig, *, redis: Any, store: Engine, trigger: str,
 
 
 def _retrain_if_needed(decision, redis, settings, model_name, version, store, now,
-                       run_id) -> RetrainingOutcome:
+                       run_id, labelled) -> RetrainingOutcome:
     if not decision.retrain:
         return RetrainingOutcome(False, None, decision.explanation)
     since = now - timedelta(days=float(settings.retraining.feedback_days))
     return act_on(decision, redis=redis, settings=settings, model_name=model_name,
                   version=version, feedback_rows=training_rows(store, since),
-                  monitoring_run_id=run_id)
+                  monitoring_run_id=run_id, labelled=labelled)
 
 
 def summary(report: dict[str, Any]) -> dict[str, Any]:
@@ -191,6 +191,8 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
         "retraining_triggered": bool(retraining.get("triggered")),
         "retraining_reason": retraining.get("reason"),
         "retraining_job_id": retraining.get("job_id"),
+        "market_index": {sector: round(entry["factor"], 4)
+                         for sector, entry in (retraining.get("market_index") or {}).items()},
         "explanation": retraining.get("explanation"),
         "promoted": bool((report.get("promotion") or {}).get("promoted")),
         "promotion_detail": (report.get("promotion") or {}).get("detail"),

@@ -143,3 +143,48 @@ def test_cli_entry_point(experiment, tracking_uri, tmp_path):
     assert last.startswith(f"error: {missing}: file not found") and "data=sample" in last
     runs = mlflow.search_runs(experiment_names=[experiment], output_format="list")
     assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
+
+
+def test_a_market_index_restates_train_and_test_prices_by_sector(
+        experiment, make_cfg, write_csv, tmp_path):
+    train, test = generate_frame(300, 3), generate_frame(100, 4)
+    sector = str(train["sector"].iloc[0]).strip().lower()
+    index = tmp_path / "market_index.json"
+    index.write_text(json.dumps({sector: {"factor": 1.25, "rows": 30, "median_ratio": 1.3}}))
+    cfg = make_cfg(f"data.train_path={write_csv('train.csv', train)}",
+                   f"data.test_path={write_csv('test.csv', test)}", f"market_index.path={index}")
+    plain = make_cfg(f"data.train_path={write_csv('train.csv', train)}",
+                     f"data.test_path={write_csv('test.csv', test)}")
+
+    with mlflow.start_run() as restated_run:
+        restated = ingest.run(cfg)
+    with mlflow.start_run():
+        as_read = ingest.run(plain)
+
+    for role in ("train_uri", "test_uri"):
+        after = read_artifact_frame(getattr(restated, role))
+        before = read_artifact_frame(getattr(as_read, role))
+        inside = after["sector"].astype(str).str.strip().str.lower() == sector
+        assert inside.any() and (~inside).any()
+        assert (after.loc[inside, "price"] / before.loc[inside, "price"]).to_numpy() == \
+            pytest.approx(1.25)
+        assert after.loc[~inside, "price"].tolist() == before.loc[~inside, "price"].tolist()
+    logged = mlflow.get_run(restated_run.info.run_id).data
+    assert logged.params["market_index.path"] == str(index)
+    assert logged.metrics[f"market_index.{sector.replace(' ', '_')}"] == pytest.approx(1.25)
+
+
+def test_a_bad_market_index_is_refused_naming_the_file_and_sector(
+        experiment, make_cfg, write_csv, tmp_path):
+    train, test = generate_frame(100, 5), generate_frame(50, 6)
+    index = tmp_path / "market_index.json"
+    index.write_text(json.dumps({"vitacura": 9.0}))
+    cfg = make_cfg(f"data.train_path={write_csv('train.csv', train)}",
+                   f"data.test_path={write_csv('test.csv', test)}", f"market_index.path={index}")
+    with mlflow.start_run(), pytest.raises(DataError, match=rf"{index}: sector 'vitacura': factor 9.0"):
+        ingest.run(cfg)
+    missing = make_cfg(f"data.train_path={write_csv('train.csv', train)}",
+                       f"data.test_path={write_csv('test.csv', test)}",
+                       f"market_index.path={tmp_path / 'absent.json'}")
+    with mlflow.start_run(), pytest.raises(DataError, match="absent.json: cannot read the market index"):
+        ingest.run(missing)

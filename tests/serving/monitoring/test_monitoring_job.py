@@ -100,6 +100,16 @@ def test_a_known_shift_flags_drift_and_live_error_and_enqueues_a_retraining_once
     mlflow.set_tracking_uri(monitored_model.tracking_uri)
     rows = read_artifact_frame(f"runs:/{report['run_id']}/retraining/feedback.parquet")
     assert len(rows) == 400 and set(rows.columns) == set(job_columns())
+    # The market index: every sector sold 30 % above the served prices, shrunk by its rows.
+    index_uri = f"runs:/{report['run_id']}/retraining/market_index.json"
+    assert f"market_index.path={index_uri}" in overrides
+    index = mlflow.artifacts.load_dict(index_uri)
+    assert index == retraining["market_index"] and len(index) >= 2
+    shrink = monitoring_settings.retraining.market_index.shrink_rows
+    for entry in index.values():
+        assert entry["median_ratio"] == pytest.approx(1.3, rel=1e-6)
+        assert 0 < entry["rows"] <= monitoring_settings.retraining.market_index.recent_rows
+        assert entry["factor"] == pytest.approx(1.3 ** (entry["rows"] / (entry["rows"] + shrink)))
 
     # The MLflow run: metrics, report, plots, and the reason.
     client = MlflowClient(tracking_uri=monitored_model.tracking_uri)
@@ -118,6 +128,8 @@ def test_a_known_shift_flags_drift_and_live_error_and_enqueues_a_retraining_once
                    (tmp_path / "audit" / "audit.jsonl").read_text().splitlines()]
     [line] = [entry for entry in audit_lines if entry["action"] == "retraining:monitoring"]
     assert line["outputs"]["job_id"] == job.id and line["model_version"] == monitored_model.version
+    assert line["inputs"]["market_index"] == {sector: round(entry["factor"], 4)
+                                              for sector, entry in index.items()}
 
     scraped = _scrape(redis_conn, monitoring_settings)
     version = monitored_model.version
