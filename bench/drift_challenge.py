@@ -11,6 +11,7 @@ the report quotes them whatever the command prints.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -35,8 +36,6 @@ class StackOperator:
     audit_path: Path
 
     def env(self) -> dict[str, str]:
-        import os
-
         return {**os.environ, "MLFLOW_TRACKING_URI": self.tracking_uri,
                 "PREDICTION_STORE_URL": self.store_url, "TRAFFIC_REDIS_KEY": self.traffic_key,
                 "AUDIT_LOG_PATH": str(self.audit_path)}

@@ -50,6 +50,7 @@ from valuation.config import ensure_experiment, tracking_uri
 from valuation.model_runtime.schema import FEATURES
 from valuation.monitoring.drift import DriftResult, DriftThresholds, compare
 from valuation.monitoring.live_error import LIVE_METRICS, LiveError, live_error
+from valuation.monitoring.market_index import rounded_factors
 from valuation.monitoring.policy import RetrainingPolicy, decide
 from valuation.names import RETRAINING_REASON_TAG
 
@@ -191,8 +192,7 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
         "retraining_triggered": bool(retraining.get("triggered")),
         "retraining_reason": retraining.get("reason"),
         "retraining_job_id": retraining.get("job_id"),
-        "market_index": {sector: round(entry["factor"], 4)
-                         for sector, entry in (retraining.get("market_index") or {}).items()},
+        "market_index": rounded_factors(retraining.get("market_index")),
         "explanation": retraining.get("explanation"),
         "promoted": bool((report.get("promotion") or {}).get("promoted")),
         "promotion_detail": (report.get("promotion") or {}).get("detail"),

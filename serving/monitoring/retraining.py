@@ -36,6 +36,7 @@ from serving.audit import AuditLog
 from serving.jobs.queue import enqueue_training, training_queue
 from serving.logging import get_logger
 from serving.monitoring.metrics import count_retraining
+from valuation.monitoring.market_index import rounded_factors
 from valuation.monitoring.policy import Decision
 from valuation.names import RETRAINING_REASON_TAG
 
@@ -152,8 +153,7 @@ def _audit(settings: DictConfig, model_name: str, version: str, overrides: str,
                      model_version=version,
                      inputs={"reason": outcome.reason, "overrides": overrides,
                              "feedback_rows": outcome.feedback_rows,
-                             "market_index": {sector: round(entry["factor"], 4) for sector, entry
-                                              in (outcome.market_index or {}).items()}},
+                             "market_index": rounded_factors(outcome.market_index)},
                      outputs={"job_id": outcome.job_id}, detail=outcome.explanation)
     finally:
         trail.close()

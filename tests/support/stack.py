@@ -225,21 +225,24 @@ def stack_client(stack: RunningStack) -> Iterator[httpx.Client]:
         yield http
 
 
-def operator_key(stack: RunningStack, owner: str, role: str) -> str:
-    """A key made with the operator's CLI (`valuation keys create`) against the stack's Vault;
-    the proxy learns it within its key-table refresh."""
+def operator_cli(stack: RunningStack, *arguments: str) -> str:
+    """The operator's CLI (`valuation ...`) against the stack's Vault and Redis; its stdout."""
     import json
 
     state = json.loads((stack.state_dir / "stack.json").read_text())
+    redis_port = state["endpoints"]["redis"].split()[0].rsplit(":", 1)[1]
     env = {**stack.env, "VAULT_ADDR": state["endpoints"]["vault"],
-           "VAULT_APPROLE_FILE": state["approle_file"]}
-    created = subprocess.run(
-        [str(Path(sys.executable).parent / "valuation"), "keys", "create", "--owner", owner,
-         "--role", role],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
-    )
-    assert created.returncode == 0, created.stderr
-    return created.stdout.split()[-1]
+           "VAULT_APPROLE_FILE": state["approle_file"], "REDIS_PORT": redis_port}
+    done = subprocess.run([str(Path(sys.executable).parent / "valuation"), *arguments], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def operator_key(stack: RunningStack, owner: str, role: str) -> str:
+    """A key made with the operator's CLI (`valuation keys create`) against the stack's Vault;
+    the proxy learns it within its key-table refresh."""
+    return operator_cli(stack, "keys", "create", "--owner", owner, "--role", role).split()[-1]
 
 
 def wait_for_job(client: httpx.Client, headers: dict[str, str], job_id: str) -> dict:

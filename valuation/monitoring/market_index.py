@@ -68,6 +68,11 @@ def sector_index(labelled: pd.DataFrame, rule: IndexRule) -> dict[str, dict[str,
     return index
 
 
+def rounded_factors(index: Mapping[str, Mapping[str, float]] | None) -> dict[str, float]:
+    """{sector: factor} of an estimated index, as a log line or a summary shows it."""
+    return {sector: round(entry["factor"], 4) for sector, entry in (index or {}).items()}
+
+
 def read_index(values: Any, source: str) -> dict[str, float]:
     """{sector: factor} from a stored index (the mapping `sector_index` gives, or plain
     factors). Raises IndexError_ naming `source` and what is wrong."""

@@ -10,12 +10,9 @@ expects. Screenshots go to each test's tmp_path.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,7 +21,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.stack import RunningStack, champion_through_api, wait_for_job
+from tests.support.stack import (
+    RunningStack,
+    champion_through_api,
+    operator_cli,
+    operator_key,
+    wait_for_job,
+)
 
 # The first test also waits for the stack and a training (minutes on a loaded machine).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -188,21 +191,9 @@ def test_a_bad_area_shows_the_apis_message_beside_the_field(page, stack, stack_c
     page.console.expect_none(allowed=re.compile(r"status of 422 .*\[.*/predict\]$"))
 
 
-def _valuation(stack: RunningStack, *arguments: str) -> str:
-    """The operator's CLI against the stack's Vault and Redis; its stdout."""
-    state = json.loads((stack.state_dir / "stack.json").read_text())
-    redis_port = state["endpoints"]["redis"].split()[0].rsplit(":", 1)[1]
-    env = {**stack.env, "VAULT_ADDR": state["endpoints"]["vault"],
-           "VAULT_APPROLE_FILE": state["approle_file"], "REDIS_PORT": redis_port}
-    done = subprocess.run([str(Path(sys.executable).parent / "valuation"), *arguments], env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
 def _create_key(stack: RunningStack, client: httpx.Client, role: str) -> str:
     """A key made with the operator's CLI against the stack's Vault, once the proxy knows it."""
-    key = _valuation(stack, "keys", "create", "--owner", "ui-test", "--role", role).split()[-1]
+    key = operator_key(stack, "ui-test", role)
     deadline = time.monotonic() + KEY_KNOWN_TIMEOUT_S
     while client.get("/model_rules", headers=stack.headers(key)).status_code == 401:
         assert time.monotonic() < deadline, "the proxy never learnt the new key"
@@ -218,7 +209,7 @@ def test_the_ops_page_shows_the_champion_to_an_admin_and_refuses_others(
     run = wait_for_job(stack_client, stack.headers(), queued.json()["job_id"])
     assert run["status"] == "finished", run
     # A run-time traffic split, set by the operator's CLI in the stack's own Redis.
-    _valuation(stack, "traffic", "set", "--shadow", "0.25")
+    operator_cli(stack, "traffic", "set", "--shadow", "0.25")
     deadline = time.monotonic() + KEY_KNOWN_TIMEOUT_S
     while stack_client.get("/models", headers=stack.headers()).json()["traffic"]["shadow"] != 0.25:
         assert time.monotonic() < deadline, "the proxy never applied the traffic split"
@@ -240,7 +231,7 @@ def test_the_ops_page_shows_the_champion_to_an_admin_and_refuses_others(
     assert "Drift not judged" in about  # a handful of predictions, below window.min_rows
     page.screenshot(path=str(tmp_path / "ops.png"), full_page=True)
     page.console.expect_none()
-    _valuation(stack, "traffic", "reset")
+    operator_cli(stack, "traffic", "reset")
 
     # A predict key sees the registry's refusal, not the registry.
     predict_key = _create_key(stack, stack_client, "predict")
