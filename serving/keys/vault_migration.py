@@ -4,8 +4,10 @@ to its record) to one entry per key (vault_entries.py), once, safely with replic
 Every replica that finds the old document copies its records to per-key entries (create-only, so
 copies of the same record agree), then empties the document with check-and-set on the version it
 read. Exactly one replica wins that write: it destroys the document and logs the migration. A
-replica that loses re-reads: the document is empty (done) or was changed by someone still
-running the old code (copy again; entries it copied for keys revoked meanwhile are destroyed).
+replica that loses re-reads: the document is empty (done: the winner had copied every record,
+so nothing is destroyed) or was changed by someone still running the old code (copy again;
+entries it copied for keys revoked meanwhile are destroyed). One case cannot be told apart: old
+code revoking the last key empties the document too, and that key's copy is kept.
 """
 
 from __future__ import annotations
@@ -36,15 +38,17 @@ def migrate_key_document(
         document, version = read_document(session, mount, path)
         if version == 0:
             return None
+        if not document:
+            # Emptied by the replica that won: every record was copied before that write, so
+            # the entries stand (this is not "every key revoked"). Destroying it again is harmless.
+            destroy_secret(session, mount, path)
+            return None
         table = parse_table(document)
         for key_hash in copied - set(table):  # revoked in the old document since our last copy
             entries.destroy(key_hash)
         copied = (copied & set(table)) | {
             h for h, record in table.items() if h not in copied and entries.create(h, record)
         }
-        if not document:  # emptied by the replica that won (destroying it again is harmless)
-            destroy_secret(session, mount, path)
-            return None
         try:
             write_document(session, mount, path, {}, version)
         except CasConflict:

@@ -11,7 +11,9 @@ import pytest
 from hvac import exceptions as hvac_errors
 from structlog.testing import capture_logs
 
+from serving.keys import vault_migration
 from serving.keys.records import generate_key, hash_key, new_key_record
+from serving.keys.vault_migration import migrate_key_document
 from serving.roles import Role
 from serving.vault import VaultCredentials, VaultSession
 from serving.vault_init import bootstrap
@@ -136,6 +138,43 @@ def test_two_replicas_starting_together_move_the_old_table_once(bao, keys_path) 
     with capture_logs() as logs:
         assert len(make_store(bao, keys_path).list()) == 101
     assert migrations(logs) == []
+
+
+def test_a_replica_that_loses_the_race_keeps_the_entries_it_copied(
+    bao, keys_path, monkeypatch
+) -> None:
+    """The interleaving the threaded test above hits only sometimes, made certain. Replica B has
+    copied every record and is about to empty the document. Replica A empties it first but has
+    not yet destroyed it. B's check-and-set fails, and B re-reads an empty document. An empty
+    document means the move is done, not that every key was revoked: B must keep its copies."""
+    old_keys = write_old_document(bao, keys_path, 20)
+    replica_a, replica_b = (make_store(bao, keys_path) for _ in range(2))
+    real_write, real_destroy = vault_migration.write_document, vault_migration.destroy_secret
+    a_running = threading.Event()
+    b_writes: list[int] = []
+
+    def write(session, mount, path, document, version):
+        if session is replica_b._session and not b_writes:
+            a_running.set()
+            assert migrate_key_document(replica_a._session, "secret", keys_path,
+                                        replica_a._entries, 3) == 20
+            a_running.clear()
+        if session is replica_b._session:
+            b_writes.append(version)
+        return real_write(session, mount, path, document, version)
+
+    def destroy(session, mount, path):
+        if not a_running.is_set():  # A's destroy comes after B has re-read
+            real_destroy(session, mount, path)
+
+    monkeypatch.setattr(vault_migration, "write_document", write)
+    monkeypatch.setattr(vault_migration, "destroy_secret", destroy)
+    assert migrate_key_document(replica_b._session, "secret", keys_path, replica_b._entries, 3) is None
+    assert b_writes == [1], "B's check-and-set did not lose to A"
+    assert set(stored_table(bao, keys_path)) == {hash_key(k) for k in old_keys}
+    assert not old_document_exists(bao, keys_path)
+    for key, record in old_keys.items():
+        assert answer_of(make_store(bao, keys_path), key).to_dict() == record
 
 
 def test_the_cli_revokes_a_key_still_in_the_old_table(bao, keys_path) -> None:
