@@ -3,7 +3,8 @@ request id sent twice)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, Table
@@ -19,6 +20,18 @@ def feature_values(row: Mapping[str, Any]) -> dict[str, Any]:
     values: dict[str, Any] = {name: normalize_category(str(row[name])) for name in CATEGORICAL_FEATURES}
     values.update({name: float(row[name]) for name in NUMERIC_FEATURES})
     return values
+
+
+def request_rows(request_id: str, key_id: str | None, model_name: str, model_version: str,
+                 served_alias: str, created_at: datetime, features: Sequence[Mapping[str, Any]],
+                 prices: Sequence[float]) -> list[dict[str, Any]]:
+    """One answered request's rows as the `predictions` table takes them."""
+    return [
+        {"request_id": request_id, "row_index": index, "created_at": created_at, "key_id": key_id,
+         "model_name": model_name, "model_version": model_version, "served_alias": served_alias,
+         "price": float(price), **feature_values(row)}
+        for index, (row, price) in enumerate(zip(features, prices, strict=True))
+    ]
 
 
 def insert_ignoring_duplicates(engine: Engine, table: Table) -> Insert:

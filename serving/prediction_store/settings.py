@@ -28,6 +28,7 @@ class PredictionStoreSettings(BaseModel):
     drop_log_interval_s: float = Field(60.0, gt=0)
     close_timeout_s: float = Field(10.0, ge=0)
     connect_timeout_s: int = Field(5, ge=1)
+    write_timeout_s: float = Field(60.0, gt=0)
     feedback_max_rows: int = Field(10_000, ge=1)
     import_batch_rows: int = Field(1_000, ge=1)
     rejected_suffix: str = ".rejected.csv"

@@ -1,13 +1,16 @@
 """The proxy's prediction writer: off the hot path, batched, with a bounded buffer.
 
 `submit()` is what a request pays: it appends the request's rows to an in-memory buffer (or, when
-the buffer is full, counts them as dropped) and returns. A thread of its own turns buffered rows
-into batched INSERTs every `flush_interval_s`, or sooner once `batch_rows` are waiting.
+the buffer is full, counts them as dropped) and returns. A thread of its own hands the buffered
+rows, every `flush_interval_s` or sooner once `batch_rows` are waiting, to a child process that
+runs the INSERTs (write_process.py says why a process); a batch leaves the buffer only once the
+child answers.
 
-When the database is down, batches stay in the buffer and are retried with a growing back-off;
-predictions keep flowing, and once the buffer is full new rows are dropped. Every dropped row is
-counted in `valuation_prediction_store_dropped_total{reason}` and the losses are logged at most
-once per `drop_log_interval_s` (with how many since the last line), never silently.
+When the database is down, or the child died or hung (it is replaced), batches stay in the
+buffer and are retried with a growing back-off; predictions keep flowing, and once the buffer is
+full new rows are dropped. Every dropped row is counted in
+`valuation_prediction_store_dropped_total{reason}` and the losses are logged at most once per
+`drop_log_interval_s` (with how many since the last line), never silently.
 """
 
 from __future__ import annotations
@@ -27,9 +30,15 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from serving.logging import get_logger
 from serving.prediction_store import migrate
 from serving.prediction_store.migrate_child import DatabaseUnreachable, upgrade_in_child
-from serving.prediction_store.rows import feature_values, insert_ignoring_duplicates
+from serving.prediction_store.rows import request_rows
 from serving.prediction_store.settings import PredictionStoreSettings
-from serving.prediction_store.tables import Prediction
+from serving.prediction_store.write_process import (
+    Refused,
+    Unreachable,
+    WriteProcess,
+    first_line,
+    unreachable,
+)
 
 log = get_logger("serving.prediction_store")
 
@@ -53,13 +62,8 @@ class PricedRequest:
     prices: Sequence[float]
 
     def rows(self) -> list[dict[str, Any]]:
-        return [
-            {"request_id": self.request_id, "row_index": index, "created_at": self.created_at,
-             "key_id": self.key_id, "model_name": self.model_name,
-             "model_version": self.model_version, "served_alias": self.served_alias,
-             "price": float(price), **feature_values(row)}
-            for index, (row, price) in enumerate(zip(self.features, self.prices, strict=True))
-        ]
+        return request_rows(self.request_id, self.key_id, self.model_name, self.model_version,
+                            self.served_alias, self.created_at, self.features, self.prices)
 
 
 class StoreMetrics:
@@ -84,7 +88,8 @@ class PredictionWriter:
         self.engine = engine
         self.settings = settings
         self.metrics = metrics
-        self._insert = insert_ignoring_duplicates(engine, Prediction.__table__)
+        self._process = WriteProcess(engine.url.render_as_string(hide_password=False),
+                                     settings.connect_timeout_s, settings.write_timeout_s)
         self._lock = threading.Condition()
         self._items: deque[PricedRequest] = deque()
         self._buffered_rows = 0
@@ -147,12 +152,18 @@ class PredictionWriter:
                 self._drop_locked(DROPPED_SHUTDOWN, left)
                 self._items.clear()
                 self._buffered_rows = 0
+        self._process.stop()
         self._log_drops(force=True)
         self.engine.dispose()
 
     @property
     def buffered_rows(self) -> int:
         return self._buffered_rows
+
+    @property
+    def write_process_pid(self) -> int | None:
+        """The writer child's pid (None until the first batch, or after it stopped)."""
+        return self._process.pid
 
     @property
     def prepared(self) -> bool:
@@ -173,7 +184,7 @@ class PredictionWriter:
         except DatabaseUnreachable as error:
             raise Unreachable(str(error)) from error
         except (OperationalError, DBAPIError) as error:
-            if _unreachable(error):
+            if unreachable(error):
                 raise Unreachable() from error
             raise
         self._prepared = True
@@ -216,14 +227,12 @@ class PredictionWriter:
             return False
         reason = None
         try:
-            rows = [row for priced in batch for row in priced.rows()]
-            with self.engine.begin() as connection:
-                connection.execute(self._insert, rows)
-        except (OperationalError, DBAPIError) as error:
-            if _unreachable(error):
-                raise Unreachable() from error  # kept in the buffer, retried after a back-off
+            self._process.write(batch)
+        except Unreachable:
+            raise  # kept in the buffer, retried after a back-off
+        except Refused as error:
             reason = DROPPED_WRITE_ERROR
-            log.error("prediction_store_write_refused", rows=n_rows, error=_first_line(error))
+            log.error("prediction_store_write_refused", rows=n_rows, error=str(error))
         except Exception as error:  # a row the store cannot take must not stop the writer
             reason = DROPPED_WRITE_ERROR
             log.error("prediction_store_write_refused", rows=n_rows, error=repr(error)[:500])
@@ -263,7 +272,7 @@ class PredictionWriter:
             self._failing_since = now
         if now - self._last_failure_log >= self.settings.drop_log_interval_s:
             self._last_failure_log = now
-            log.error("prediction_store_unavailable", error=_first_line(error),
+            log.error("prediction_store_unavailable", error=first_line(error),
                       buffered_rows=self._buffered_rows,
                       failing_for_s=round(now - self._failing_since, 1))
 
@@ -273,17 +282,3 @@ class PredictionWriter:
                      after_s=round(time.monotonic() - self._failing_since, 1))
             self._failing_since = None
             self._last_failure_log = 0.0
-
-
-class Unreachable(Exception):
-    """The database is down or busy: the batch stays buffered."""
-
-
-def _unreachable(error: DBAPIError) -> bool:
-    """Whether the database could not be reached or used right now (retry later), rather than
-    refusing these rows."""
-    return isinstance(error, OperationalError) or error.connection_invalidated
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0][:500] if str(error).strip() else repr(error)

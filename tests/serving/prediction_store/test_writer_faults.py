@@ -1,14 +1,20 @@
 """The writer when its database is down: the request path never waits, the buffer stays bounded,
 each lost row is counted and the losses are logged once per interval; buffered rows are written
-once the database is back. The faults are real: a PostgreSQL URL whose port nobody listens on
-(connection refused), and a SQLite file whose write lock another connection holds."""
+once the database is back; a writer process killed or hung is replaced without losing a row. The
+faults are real: a PostgreSQL URL whose port nobody listens on (connection refused), a SQLite
+file whose write lock another connection holds, and signals sent to the writer process."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -77,3 +83,64 @@ def test_rows_buffered_while_the_database_was_away_are_written_when_it_is_back(t
         writer.close()
     assert list(predictions_window(open_engine(url)).request_id) == ["before", "r0", "r1", "r2"]
     assert dropped(writer) == 0 and writer.metrics.written._value.get() == 4
+
+
+# ---- the writer process (write_process.py): killed, hung, orphaned ------------------------------
+
+def test_a_killed_writer_process_is_replaced_and_loses_no_row(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'predictions.db'}"
+    writer = make_writer(url)
+    try:
+        assert writer.submit(priced("before", [row()])) and writer.flush(20)
+        first = writer.write_process_pid
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: not psutil.pid_exists(first) or psutil.Process(first).status() == "zombie",
+                 10, "the writer process to die")
+        for i in range(3):
+            assert writer.submit(priced(f"r{i}", [row(), row()]))
+        assert writer.flush(20) and writer.buffered_rows == 0
+        assert writer.write_process_pid not in (None, first)
+    finally:
+        writer.close()
+    assert list(predictions_window(open_engine(url)).request_id) == ["before"] + ["r0"] * 2 + [
+        "r1"] * 2 + ["r2"] * 2
+    assert dropped(writer) == 0 and dropped(writer, "write_error") == 0
+
+
+def test_a_hung_writer_process_is_killed_after_the_write_timeout(tmp_path: Path, capsys) -> None:
+    url = f"sqlite:///{tmp_path / 'predictions.db'}"
+    writer = make_writer(url, write_timeout_s=1.0, drop_log_interval_s=0.1)
+    try:
+        assert writer.submit(priced("before", [row()])) and writer.flush(20)
+        hung = writer.write_process_pid
+        os.kill(hung, signal.SIGSTOP)  # alive, holding its socket, answering nothing
+        assert writer.submit(priced("during", [row()]))
+        assert writer.flush(20) and writer.buffered_rows == 0
+        assert writer.write_process_pid != hung
+        assert not psutil.pid_exists(hung) or psutil.Process(hung).status() == "zombie"
+    finally:
+        writer.close()
+    assert "did not answer within 1 s" in capsys.readouterr().out  # said, not silent
+    assert list(predictions_window(open_engine(url)).request_id) == ["before", "during"]
+
+
+def test_the_writer_process_exits_with_the_proxy(tmp_path: Path) -> None:
+    """SIGKILL the process that owns the writer: its child sees the socket close and exits."""
+    script = (
+        "import sys, time\n"
+        "from tests.serving.prediction_store.test_writer_faults import make_writer\n"
+        "from tests.serving.prediction_store.support import priced, row\n"
+        f"w = make_writer('sqlite:///{tmp_path / 'p.db'}')\n"
+        "assert w.submit(priced('x', [row()])) and w.flush(20)\n"
+        "print(w.write_process_pid, flush=True)\n"
+        "time.sleep(60)\n")
+    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(owner.stdout.readline())
+        assert psutil.Process(child).ppid() == owner.pid
+        owner.kill()
+        owner.wait(10)
+        wait_for(lambda: not psutil.pid_exists(child) or psutil.Process(child).status() == "zombie",
+                 10, "the orphaned writer process to exit")
+    finally:
+        owner.kill()
