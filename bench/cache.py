@@ -65,7 +65,7 @@ from valuation.model_runtime.schema import FEATURES
 RESULT_NAME = "cache"
 TARGET_DISTINCT_RATIO = 0.95  # cache on / off on distinct rows: it may cost at most 5 %
 CACHE_ROWS_METRIC = "valuation_prediction_cache_rows_total"
-OUTCOMES = ("hit", "miss", "bypass")
+OUTCOMES = ("hit", "miss", "bypass", "skipped")  # skipped: not looked up (low hit rate)
 STREAMS = ("zipf", "distinct")
 STACKS = ("cache_on", "cache_off")
 LONGITUDE_STEP = 1e-5  # degrees between the copies of a row in the distinct stream
@@ -179,7 +179,7 @@ def cache_rows(metrics_url: str) -> dict[str, float] | None:
 def rows_between(before: Mapping[str, float] | None, after: Mapping[str, float] | None) -> dict[str, Any]:
     """Lookups by outcome between two readings, and the hit rate among them."""
     if before is None or after is None:
-        return {"hit": None, "miss": None, "bypass": None, "hit_rate": None}
+        return {**dict.fromkeys(OUTCOMES), "hit_rate": None}
     delta = {outcome: after.get(outcome, 0.0) - before.get(outcome, 0.0) for outcome in OUTCOMES}
     looked_up = sum(delta.values())
     return {**{k: int(v) for k, v in delta.items()},

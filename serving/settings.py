@@ -108,6 +108,11 @@ class PredictionCacheSettings(_Section):
     timeout_s: float = Field(gt=0)
     unavailable_log_every_s: float
     recheck_after_failure_s: float
+    store_linger_ms: float = Field(0, ge=0)
+    store_batch_rows: int = Field(500, ge=1)
+    lookup_hit_rate_floor: float = Field(0, ge=0, le=1)
+    hit_rate_window_rows: int = Field(256, ge=2)
+    probe_every: int = Field(16, ge=1)
 
 
 class ServingSettings(_Section):

@@ -65,7 +65,11 @@ def test_hits_come_from_the_proxys_cache_counter_on_a_real_metrics_endpoint():
         metrics.rows.labels("hit").inc(30)
         metrics.rows.labels("miss").inc(10)
         after = cache_rows(url)
-        assert rows_between(before, after) == {"hit": 30, "miss": 10, "bypass": 0, "hit_rate": 0.75}
+        assert rows_between(before, after) == {"hit": 30, "miss": 10, "bypass": 0, "skipped": 0,
+                                               "hit_rate": 0.75}
+        metrics.rows.labels("skipped").inc(40)  # rows not looked up count as not answered by it
+        assert rows_between(after, cache_rows(url))["hit_rate"] == 0.0
+        assert rows_between(before, cache_rows(url))["hit_rate"] == 30 / 80
         empty = CollectorRegistry()
         other = free_port()
         server2, thread2 = start_http_server(other, addr="127.0.0.1", registry=empty)

@@ -79,6 +79,31 @@ def test_only_prices_are_stored_never_refusals(
     assert list(redis_conn.scan_iter(f"{prefix}:*")) == []
 
 
+def test_skipped_lookups_still_price_and_store_every_row(
+    make_client, serving_supervisor, trained_model, tmp_path, redis_conn, prefix, auth
+) -> None:
+    # A floor no traffic reaches and no probe within the test: after the first lookup misses,
+    # every request skips the lookup, is priced by the model server, and is stored.
+    settings = cache_settings(tmp_path, trained_model.tracking_uri, prefix,
+                              lookup_hit_rate_floor=1.0, hit_rate_window_rows=2, probe_every=1000)
+    client = make_client(supervisor=serving_supervisor, settings=settings)
+    rows = synthetic_rows(4, seed=23)
+    version = serving_supervisor.current().version
+    expected = unbatched_prices(serving_supervisor.current().base_url, rows)
+    for row, price in zip(rows + rows, expected + expected, strict=True):
+        answer = predict(client, auth, row)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["predictions"] == pytest.approx([price], rel=1e-9)
+        assert "cache" not in audit_of(settings, answer)
+    for row, price in zip(rows, expected, strict=True):
+        key = f"{prefix}:{MODEL_NAME}:{version}:{row_digest(row)}"
+        wait_for(lambda key=key: redis_conn.exists(key), 10, "the price to be stored", 0.05)
+        assert float(redis_conn.get(key)) == pytest.approx(price, rel=1e-9)
+    assert metrics_value(client, "valuation_prediction_cache_rows_total", outcome="miss") == 1
+    assert metrics_value(client, "valuation_prediction_cache_rows_total", outcome="skipped") == 7
+    assert metrics_value(client, "valuation_prediction_cache_rows_total", outcome="hit") == 0
+
+
 def test_an_alias_move_never_serves_the_old_versions_price(
     make_client, supervisor_factory, trained_registry, tmp_path, redis_conn, prefix, auth
 ) -> None:
