@@ -29,6 +29,11 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import orjson
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from serving.prediction_store.engine import open_engine
+from serving.prediction_store.rows import insert_ignoring_duplicates, request_rows
+from serving.prediction_store.tables import Prediction
 
 ANSWER_UNREACHABLE = "unreachable"
 ANSWER_REFUSED = "refused"
@@ -123,12 +128,6 @@ class WriteProcess:
 # ---- the child --------------------------------------------------------------------------------
 
 def _serve(connection: Connection) -> None:
-    from sqlalchemy.exc import DBAPIError, OperationalError
-
-    from serving.prediction_store.engine import open_engine
-    from serving.prediction_store.rows import insert_ignoring_duplicates, request_rows
-    from serving.prediction_store.tables import Prediction
-
     opening = orjson.loads(connection.recv_bytes())
     engine = open_engine(opening["url"], int(opening["connect_timeout_s"]))
     insert = insert_ignoring_duplicates(engine, Prediction.__table__)
@@ -155,11 +154,9 @@ def _serve(connection: Connection) -> None:
         engine.dispose()
 
 
-def unreachable(error: Any) -> bool:
+def unreachable(error: DBAPIError) -> bool:
     """Whether the database could not be reached or used right now (retry later), rather than
     refusing these rows (`error`: a SQLAlchemy DBAPIError)."""
-    from sqlalchemy.exc import OperationalError
-
     return isinstance(error, OperationalError) or error.connection_invalidated
 
 

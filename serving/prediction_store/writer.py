@@ -30,7 +30,6 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from serving.logging import get_logger
 from serving.prediction_store import migrate
 from serving.prediction_store.migrate_child import DatabaseUnreachable, upgrade_in_child
-from serving.prediction_store.rows import request_rows
 from serving.prediction_store.settings import PredictionStoreSettings
 from serving.prediction_store.write_process import (
     Refused,
@@ -60,10 +59,6 @@ class PricedRequest:
     created_at: datetime
     features: Sequence[Any]
     prices: Sequence[float]
-
-    def rows(self) -> list[dict[str, Any]]:
-        return request_rows(self.request_id, self.key_id, self.model_name, self.model_version,
-                            self.served_alias, self.created_at, self.features, self.prices)
 
 
 class StoreMetrics:
@@ -230,12 +225,10 @@ class PredictionWriter:
             self._process.write(batch)
         except Unreachable:
             raise  # kept in the buffer, retried after a back-off
-        except Refused as error:
+        except Exception as error:  # refused, or a row that cannot be sent: the writer goes on
             reason = DROPPED_WRITE_ERROR
-            log.error("prediction_store_write_refused", rows=n_rows, error=str(error))
-        except Exception as error:  # a row the store cannot take must not stop the writer
-            reason = DROPPED_WRITE_ERROR
-            log.error("prediction_store_write_refused", rows=n_rows, error=repr(error)[:500])
+            log.error("prediction_store_write_refused", rows=n_rows,
+                      error=str(error) if isinstance(error, Refused) else repr(error)[:500])
         with self._lock:
             for _ in batch:
                 self._items.popleft()  # submit() only appends: the batch is still at the left
