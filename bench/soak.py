@@ -413,7 +413,7 @@ def main() -> None:
     cli.add_argument("--soak-s", type=float, default=None,
                      help=f"measured seconds (default {DEFAULT_SOAK_S:.0f}; --quick {QUICK_SOAK_S:.0f})")
     cli.add_argument("--rate", type=float, default=None,
-                     help=f"requests/s (default {LOAD_FRACTION:.0%} of the measured maximum)")
+                     help=f"requests/s (default {LOAD_FRACTION * 100:.0f} %% of the measured maximum)")
     cli.add_argument("--url", default=None, help="soak this running stack's proxy instead (loopback only)")
     cli.add_argument("--connections", type=int, default=32, help="with --url: keep-alive connections")
     cli.add_argument("--proxy-pid", type=int, default=None, help="with --url: sample this process's RSS")

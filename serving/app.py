@@ -34,6 +34,7 @@ from serving.api import (
 )
 from serving.api.errors import install_exception_handlers
 from serving.api.observability import ProxyMetrics, RequestContextMiddleware
+from serving.collector import tune_after_start
 from serving.logging import configure_logging, get_logger
 from serving.monitoring.metrics import MonitoringCollector
 from serving.prediction.service import PricingMetrics, PricingService
@@ -105,6 +106,7 @@ def create_app(
             await _start_traffic(app, typed, stack)
             log.info("proxy_started", model=typed.registry.model_name, queue=typed.jobs.queue,
                      key_store=getattr(app.state.key_store, "backend", "custom"))
+            tune_after_start(typed.proxy.gc)
             yield
             log.info("proxy_stopping")
 

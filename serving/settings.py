@@ -15,7 +15,7 @@ import os
 from functools import lru_cache
 
 from omegaconf import DictConfig, OmegaConf
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from serving.prediction_store.settings import PredictionStoreSettings
 from serving.traffic.settings import TrafficSettings
@@ -51,6 +51,21 @@ class RegistrySettings(_Section):
     challenger_alias: str
 
 
+class CollectorSettings(_Section):
+    """`proxy.gc:` of conf/serving.yaml (serving/collector.py)."""
+
+    freeze_after_start: bool = False
+    thresholds: tuple[int, int, int] | None = None
+
+    @field_validator("thresholds")
+    @classmethod
+    def _positive_youngest(cls, value: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
+        if value is not None and (value[0] < 1 or min(value) < 0):
+            raise ValueError("the youngest generation's threshold must be 1 or more "
+                             "(0 would turn the collector off), the others 0 or more")
+        return value
+
+
 class ProxySettings(_Section):
     log_level: str
     max_rows: int
@@ -61,6 +76,7 @@ class ProxySettings(_Section):
     ready_timeout_s: float
     validate_in_thread_rows: int
     degraded_fallback: bool
+    gc: CollectorSettings = CollectorSettings()
 
 
 class PredictExtrasSettings(_Section):

@@ -81,6 +81,10 @@ class _Lane:
     timer: asyncio.TimerHandle | None = None
 
 
+def _nothing() -> None:
+    pass
+
+
 class PricingBatcher:
     """`await price(served, rows)` -> one price per row, through shared model-server calls."""
 
@@ -145,10 +149,18 @@ class PricingBatcher:
         sent_at = time.perf_counter()
         for waiter in batch:
             self._metrics.wait.observe(sent_at - waiter.queued_at)
+        ended = False
+
+        def call_ended() -> None:
+            nonlocal ended
+            if not ended:
+                ended = True
+                self._call_ended(key, lane)
+
         try:
-            await self._answer(batch)
+            await self._answer(batch, call_ended)
         finally:
-            self._call_ended(key, lane)
+            call_ended()
 
     def _call_ended(self, key: tuple[str, str], lane: _Lane) -> None:
         lane.in_flight -= 1
@@ -157,21 +169,28 @@ class PricingBatcher:
         elif lane.in_flight == 0 and self._lanes.get(key) is lane:
             del self._lanes[key]  # an idle lane (an old version's) is not kept
 
-    async def _answer(self, batch: list[_Waiter]) -> None:
+    async def _answer(self, batch: list[_Waiter], call_ended: Callable[[], None] = _nothing) -> None:
+        """Price the batch in one call and hand each waiter its prices. `call_ended` runs as soon
+        as the call returns, before any waiter is woken: the next batch is then scheduled ahead
+        of the waiters' own work (answering, audit), so the model server is not left idle while
+        the proxy finishes the previous batch's requests."""
         rows = [row for waiter in batch for row in waiter.rows]
         self._observe(len(rows), len(batch))
         try:
             prices = await self._call(batch[0].served, rows)
         except PricingFailure as failure:
+            call_ended()
             if failure.status_code == 422 and len(batch) > 1:
                 await asyncio.gather(*(self._answer([waiter]) for waiter in batch))
             else:
                 _fail(batch, failure)
             return
         except BaseException as error:  # a bug or a cancellation: every waiter learns of it
+            call_ended()
             _fail(batch, error if isinstance(error, Exception) else
                   PricingFailure(503, "the prediction was interrupted; retry", "unavailable"))
             raise
+        call_ended()
         start = 0
         for waiter in batch:
             end = start + len(waiter.rows)

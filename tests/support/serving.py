@@ -55,6 +55,10 @@ def serving_settings(tmp_path: Path, tracking_uri: str, **overrides: Any) -> Dic
         "prediction_store": {"url": f"sqlite:///{tmp_path / 'predictions.db'}"},
         # The run-time traffic split (serving/traffic/): a key of its own, never a stray one.
         "traffic": {"redis_key": f"test-traffic:{uuid.uuid4().hex[:12]}"},
+        # Python's collector is the test process's, shared by every app a test run starts (a
+        # full collection at each start would cost seconds): tests/serving/test_collector.py
+        # checks the tuning; stacks started as processes use the configured one.
+        "proxy": {"gc": {"freeze_after_start": False, "thresholds": None}},
     }
     return OmegaConf.merge(base, patch, overrides)
 
