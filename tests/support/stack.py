@@ -123,6 +123,11 @@ def supervisor_factory(tmp_path: Path) -> Iterator:
 STACK_UP_TIMEOUT_S = 420
 TRAINING_TIMEOUT_S = 900
 SERVED_TIMEOUT_S = 240  # the watcher notices within seconds; a model server starts in ~10-30 s
+# How often the waits below look again: each look is a file read or one cheap request, and every
+# wait costs half an interval on average after the awaited thing happened (it was 1-3 s). Under
+# uvicorn's 5 s keep-alive, a short interval also keeps the client's pooled connection from
+# being closed by the server just as the next poll is sent on it.
+POLL_S = 0.5
 # Inherited settings that would point the stack at someone else's services or limits.
 FOREIGN_ENV_PREFIXES = ("VAULT_", "MLFLOW_", "REDIS_", "STACK_", "MODEL_SERVER_", "RATE_LIMIT_",
                         "AUDIT_", "PREDICTION_STORE_")
@@ -204,7 +209,7 @@ def launch_stack(root: Path, store_uri: str, stack_env: dict[str, str],
         if process.poll() is not None or time.monotonic() > deadline:
             running.stop()
             pytest.fail(f"the stack did not come up:\n{running.text()[-6000:]}")
-        time.sleep(1)
+        time.sleep(POLL_S)
     return running
 
 
@@ -255,7 +260,7 @@ def wait_for_job(client: httpx.Client, headers: dict[str, str], job_id: str) -> 
         if job["status"] in ("finished", "failed", "stopped", "canceled"):
             return job
         assert time.monotonic() < deadline, f"training still {job['status']}: {job}"
-        time.sleep(3)
+        time.sleep(POLL_S)
 
 
 def wait_for_prediction(client: httpx.Client, headers: dict[str, str], body: dict) -> httpx.Response:
@@ -267,7 +272,7 @@ def wait_for_prediction(client: httpx.Client, headers: dict[str, str], body: dic
             return answer
         assert answer.status_code == 503, answer.text  # "not served yet"
         assert time.monotonic() < deadline, f"champion not served: {answer.text}"
-        time.sleep(2)
+        time.sleep(POLL_S)
 
 
 def champion_through_api(client: httpx.Client, stack: RunningStack, train_body: dict,
@@ -288,5 +293,5 @@ def champion_through_api(client: httpx.Client, stack: RunningStack, train_body: 
            )["model_version"] != version:
         assert served["model_version"] == previous, served
         assert time.monotonic() < deadline, f"version {version} not served: {served}"
-        time.sleep(2)
+        time.sleep(POLL_S)
     return version
