@@ -61,7 +61,8 @@ def start_mlflow(stack: Stack) -> None:
             "--host", HOST, "--port", str(plan.mlflow_port),
             "--workers", str(stack.settings.stack.mlflow_workers),
         ],
-        env=stack.base_env(),
+        env={**stack.base_env(),
+             **{str(k): str(v) for k, v in (stack.settings.stack.mlflow_env or {}).items()}},
         log_path=plan.logs / "mlflow.log",
         where=plan.tracking_uri,
     )

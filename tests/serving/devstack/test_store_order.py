@@ -4,6 +4,7 @@ Where a store cannot be written by a direct client, training refuses at once wit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from mlflow import MlflowClient
 
@@ -44,13 +46,17 @@ def make_train(store_uri: str, extra_env: dict[str, str] | None = None) -> subpr
     )
 
 
-# MLflow's tracking server (3.x) also starts a job runner of its own: nine Huey consumer
-# processes, each importing MLflow, for MLflow's GenAI jobs and periodic trace tasks. The project
-# uses none of them, and they do not touch what this test is about (experiments, artifact roots,
-# registered versions). Measured on one server start: 29.6 s of CPU with them, 5.8 s without; on
-# a 2-core runner that CPU is taken from the stack's other parts while they start, twice per test.
-# The dev stack could turn it off for everyone; until it does, these stacks run without it.
-STACK_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def job_runner_processes(root_pid: int) -> list[str]:
+    """The command lines of MLflow job-runner consumers (Huey) under a stack's process."""
+    found = []
+    for child in psutil.Process(root_pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            command = " ".join(child.cmdline())
+            if "huey" in command:
+                found.append(command)
+    return found
 
 
 def registered_versions(store_uri: str) -> list[str]:
@@ -110,7 +116,10 @@ def test_stack_first_then_train_then_train_through_the_stack_then_train_again(tm
 
     # `make stack` on a fresh store, then Ctrl-C: its tracking server created the store and
     # MLflow's Default experiment.
-    launch_stack(tmp_path, store, STACK_ENV).stop()
+    stack = launch_stack(tmp_path, store, {})
+    # Its tracking server runs without MLflow's own job runner (conf: stack.mlflow_env).
+    assert not job_runner_processes(stack.process.pid), job_runner_processes(stack.process.pid)
+    stack.stop()
     default = MlflowClient(tracking_uri=store).get_experiment("0")
     assert default.artifact_location.startswith("file://"), default.artifact_location
 
@@ -120,7 +129,7 @@ def test_stack_first_then_train_then_train_through_the_stack_then_train_again(tm
     assert registered_versions(store) == ["1"]
 
     # `make stack` again; POST /train through the proxy, promote it, and it is served.
-    stack = launch_stack(tmp_path, store, STACK_ENV)
+    stack = launch_stack(tmp_path, store, {})
     try:
         with httpx.Client(base_url=stack.url, timeout=60, trust_env=False) as client:
             champion_through_api(client, stack, TRAIN_BODY, BEST_MODEL_BODY, PREDICT_BODY,
