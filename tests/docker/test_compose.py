@@ -21,6 +21,7 @@ from tests.support.deployment import (
     missing_project_imports,
     module_defines,
     names_read_by_code,
+    tracking_server_env,
 )
 from valuation.artifact_store import is_object_store
 from valuation.config import PROJECT_ROOT
@@ -155,6 +156,8 @@ def test_tracking_server_uses_postgres_and_serves_artifacts(services):
     assert store.startswith("postgresql://") and "@postgres:5432/" in store
     assert words[words.index("--port") + 1] == "${MLFLOW_PORT}"
     assert "tracking_server:${MLFLOW_PORT}" in words[words.index("--allowed-hosts") + 1]
+    for name, value in tracking_server_env().items():  # as the dev stack runs it
+        assert service["environment"][name] == value, name
 
 
 def test_redis_requires_the_password_on_the_port_clients_use(services):

@@ -16,7 +16,15 @@ SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|API_KEY")
 # tracking server's S3 artifact store).
 THIRD_PARTY_ENV = {"MLFLOW_BACKEND_STORE_URI", "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
                    "MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
-                   "AWS_SECRET_ACCESS_KEY"}
+                   "AWS_SECRET_ACCESS_KEY", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"}
+
+
+def tracking_server_env() -> dict[str, str]:
+    """What the dev stack sets for its tracking server (conf: stack.mlflow_env); compose and the
+    chart must run theirs the same way."""
+    from valuation.config import load_config
+
+    return {str(k): str(v) for k, v in load_config(config_name="serving").stack.mlflow_env.items()}
 
 
 def names_read_by_code() -> set[str]:

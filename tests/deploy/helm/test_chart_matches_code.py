@@ -20,6 +20,7 @@ from tests.support.deployment import (
     missing_project_imports,
     module_defines,
     names_read_by_code,
+    tracking_server_env,
 )
 from tests.support.logging_state import structlog_restored  # noqa: F401  (fixture)
 from valuation.config import PROJECT_ROOT
@@ -101,6 +102,8 @@ def test_tracking_server_serves_artifacts_on_its_port_with_the_store_from_a_secr
     assert tracking["ports"][0]["containerPort"] == port
     store = env_of(tracking)["MLFLOW_BACKEND_STORE_URI"]
     assert set(store) == {"name", "valueFrom"}
+    for name, value in tracking_server_env().items():  # as the dev stack runs it
+        assert env_of(tracking)[name]["value"] == value, name
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert tracking[probe]["httpGet"] == {"path": "/health", "port": "http"}
     # Clients reach it by its Service name, which its Host-header check must allow.
