@@ -38,6 +38,12 @@ def use_external_tracking_server(stack: Stack) -> None:
     stack.endpoints["mlflow"] = plan.tracking_uri
 
 
+def tracking_server_env(settings: DictConfig) -> dict[str, str]:
+    """What the tracking server is run with besides the stack's environment (stack.mlflow_env);
+    compose and the chart are checked against it."""
+    return {str(name): str(value) for name, value in (settings.stack.mlflow_env or {}).items()}
+
+
 def start_mlflow(stack: Stack) -> None:
     plan = stack.plan
     assert plan.artifacts_destination is not None and plan.backend_store_uri is not None
@@ -61,8 +67,7 @@ def start_mlflow(stack: Stack) -> None:
             "--host", HOST, "--port", str(plan.mlflow_port),
             "--workers", str(stack.settings.stack.mlflow_workers),
         ],
-        env={**stack.base_env(),
-             **{str(k): str(v) for k, v in (stack.settings.stack.mlflow_env or {}).items()}},
+        env={**stack.base_env(), **tracking_server_env(stack.settings)},
         log_path=plan.logs / "mlflow.log",
         where=plan.tracking_uri,
     )

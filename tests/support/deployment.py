@@ -20,11 +20,11 @@ THIRD_PARTY_ENV = {"MLFLOW_BACKEND_STORE_URI", "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
 
 
 def tracking_server_env() -> dict[str, str]:
-    """What the dev stack sets for its tracking server (conf: stack.mlflow_env); compose and the
-    chart must run theirs the same way."""
+    """What the dev stack sets for its tracking server; compose and the chart must match it."""
+    from serving.devstack.services import tracking_server_env as stack_tracking_server_env
     from valuation.config import load_config
 
-    return {str(k): str(v) for k, v in load_config(config_name="serving").stack.mlflow_env.items()}
+    return stack_tracking_server_env(load_config(config_name="serving"))
 
 
 def names_read_by_code() -> set[str]:

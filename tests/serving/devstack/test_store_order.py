@@ -46,8 +46,6 @@ def make_train(store_uri: str, extra_env: dict[str, str] | None = None) -> subpr
     )
 
 
-
-
 def job_runner_processes(root_pid: int) -> list[str]:
     """The command lines of MLflow job-runner consumers (Huey) under a stack's process."""
     found = []
@@ -118,7 +116,8 @@ def test_stack_first_then_train_then_train_through_the_stack_then_train_again(tm
     # MLflow's Default experiment.
     stack = launch_stack(tmp_path, store, {})
     # Its tracking server runs without MLflow's own job runner (conf: stack.mlflow_env).
-    assert not job_runner_processes(stack.process.pid), job_runner_processes(stack.process.pid)
+    runners = job_runner_processes(stack.process.pid)
+    assert not runners, runners
     stack.stop()
     default = MlflowClient(tracking_uri=store).get_experiment("0")
     assert default.artifact_location.startswith("file://"), default.artifact_location
