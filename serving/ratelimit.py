@@ -19,9 +19,10 @@ are refused early. Small limits (under 2 / lease_fraction per window) get leases
 round trip per request and an exact count, as before.
 
 Limits come from `rate_limit:` in conf/serving.yaml: `per_key` (env RATE_LIMIT_PER_KEY, e.g.
-`100/second`, `6000/minute`; unset = no limit) and `per_role` overrides (`{admin: null}` lifts the
-limit for admins). When Redis cannot answer, `RateLimitUnavailable` is raised; the caller decides
-whether to fail open (predictions) or closed (everything else, see `rate_limit.fail_open`).
+`100/second`, `6000/minute`; unset = no limit) and `per_role` overrides (env RATE_LIMIT_PER_ROLE;
+`{"admin": null}` lifts the limit for admins). When Redis cannot answer, `RateLimitUnavailable`
+is raised; the caller decides whether to fail open (predictions) or closed (everything else,
+see `rate_limit.fail_open`).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ mistyped value should stop the start, not a request.
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 
@@ -18,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from serving.prediction_store.settings import PredictionStoreSettings
+from serving.roles import ROLES
 from serving.traffic.settings import TrafficSettings
 from valuation.config import load_config, tracking_uri
 
@@ -87,6 +89,10 @@ class PredictExtrasSettings(_Section):
     interval_unasked: bool = False
 
 
+PER_ROLE_ENV = "RATE_LIMIT_PER_ROLE"  # rate_limit.per_role of conf/serving.yaml
+PER_ROLE_EXAMPLE = '{"admin": null, "predict": "100/second"}'
+
+
 class RateLimitSettings(_Section):
     per_key: str | None
     per_role: dict[str, str | None]
@@ -96,6 +102,38 @@ class RateLimitSettings(_Section):
     recheck_after_failure_s: float
     lease_fraction: float = 0.0  # serving/ratelimit.py: units a replica reserves per round trip
     max_lease: int = 1
+
+    @field_validator("per_role", mode="before")
+    @classmethod
+    def _per_role(cls, value: object) -> object:
+        """The env's text (a JSON object) or the YAML's mapping, checked: known roles, rates
+        serving/ratelimit.py takes. Unset or empty: no override."""
+        from serving.ratelimit import InvalidRate, parse_rate  # it imports this module
+
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return {}
+        decoded = value
+        if isinstance(value, str):
+            try:
+                decoded = json.loads(value)
+            except ValueError:
+                decoded = None
+        if not isinstance(decoded, dict):
+            raise ValueError(f"{PER_ROLE_ENV} must be a JSON object of role to rate (null: no "
+                             f"limit), e.g. {PER_ROLE_EXAMPLE}; got {value!r}")
+        for role, rate in decoded.items():
+            # A misspelt role would leave its keys on per_key unnoticed.
+            if role not in ROLES:
+                raise ValueError(f"{PER_ROLE_ENV}: unknown role {role!r}; roles are "
+                                 f"{', '.join(ROLES)}")
+            try:
+                if not (rate is None or isinstance(rate, str)):
+                    raise InvalidRate(f"invalid rate limit {rate!r}: expected a string "
+                                      "N/second, N/minute, N/hour or N/day, or null")
+                parse_rate(rate)
+            except InvalidRate as error:
+                raise ValueError(f"{PER_ROLE_ENV}, role {role!r}: {error}") from error
+        return decoded
 
 
 class ModelServerSettings(_Section):

@@ -3,6 +3,8 @@ registry block defined once for the pipeline and the serving side."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from omegaconf import OmegaConf
 from pydantic import ValidationError
@@ -39,3 +41,41 @@ def test_the_registry_is_defined_once_and_composed_into_both_configs() -> None:
         assert not set(own) & set(shared), f"{name}.yaml repeats {sorted(set(own) & set(shared))}"
         composed = load_config(config_name=name).registry
         assert {key: composed[key] for key in shared} == dict(shared), name
+
+
+@pytest.mark.parametrize(("env", "per_role"), [
+    ('{"admin": null, "predict": "100/second"}', {"admin": None, "predict": "100/second"}),
+    ("", {}),  # compose passes the variable empty when .env leaves it unset
+    (None, {}),
+])
+def test_per_role_rate_limits_come_from_the_environment(
+    tmp_path, empty_registry, monkeypatch, env, per_role
+) -> None:
+    if env is None:
+        monkeypatch.delenv("RATE_LIMIT_PER_ROLE", raising=False)
+    else:
+        monkeypatch.setenv("RATE_LIMIT_PER_ROLE", env)
+    typed = ServingSettings.from_config(serving_settings(tmp_path, empty_registry))
+    assert typed.rate_limit.per_role == per_role
+
+
+def test_a_per_role_mapping_written_in_the_yaml_is_taken(tmp_path, empty_registry) -> None:
+    config = serving_settings(tmp_path, empty_registry, rate_limit={"per_role": {"train": "2/minute"}})
+    assert ServingSettings.from_config(config).rate_limit.per_role == {"train": "2/minute"}
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ("admin=none", "must be a JSON object"),
+    ('["admin"]', "must be a JSON object"),
+    ('{"admins": null}', "unknown role 'admins'"),
+    ('{"admin": "100 per second"}', "role 'admin': invalid rate limit"),
+    ('{"admin": 100}', "role 'admin': invalid rate limit"),
+])
+def test_a_bad_per_role_value_stops_the_start_naming_the_variable(
+    tmp_path, empty_registry, monkeypatch, env, named
+) -> None:
+    monkeypatch.setenv("RATE_LIMIT_PER_ROLE", env)
+    config = serving_settings(tmp_path, empty_registry)
+    message = rf"rate_limit\.per_role\n.*RATE_LIMIT_PER_ROLE.*{re.escape(named)}"
+    with pytest.raises(ValidationError, match=message):
+        create_app(settings=config)

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from serving import ratelimit
+from serving.roles import ROLES
 from tests.deploy.helm.conftest import CHART, VALUES_FILES
 from valuation.config import PROJECT_ROOT
 
@@ -87,15 +88,20 @@ def test_checkov_finds_nothing(renderings, tmp_path):
     ({"vault": {"addr": "vault:8200"}}, "/vault/addr"),
     ({"tracking": {"artifactsDestination": "/mlartifacts"}}, "/tracking/artifactsDestination"),
     ({"proxy": {"rateLimitPerKey": "100 per second"}}, "/proxy/rateLimitPerKey"),
+    ({"proxy": {"rateLimitPerRole": {"admin": "100 per second"}}}, "/proxy/rateLimitPerRole/admin"),
+    ({"proxy": {"rateLimitPerRole": {"admins": None}}}, "'admins' not allowed"),
 ])
 def test_bad_values_fail_with_the_key_named(values, named):
     with pytest.raises(helm.HelmValuesError, match=re.escape(named)):
         helm.Chart.load(CHART).render(values, name="valuation", namespace="valuation-test")
 
 
-def test_the_schema_takes_the_rate_units_the_proxy_takes():
+def test_the_schema_takes_the_rate_units_and_roles_the_proxy_takes():
     schema = json.loads((CHART / "values.schema.json").read_text())
-    pattern = schema["properties"]["proxy"]["properties"]["rateLimitPerKey"]["pattern"]
+    proxy = schema["properties"]["proxy"]["properties"]
+    assert proxy["rateLimitPerKey"] == {"$ref": "#/definitions/rate"}
+    assert set(proxy["rateLimitPerRole"]["properties"]) == set(ROLES)
+    pattern = schema["definitions"]["rate"]["pattern"]
     units = re.search(r"/\(([^)]*)\)", pattern).group(1).split("|")
     assert set(units) == set(ratelimit._UNITS)
     for text in ("", "100/second", "5/m", "1/days"):

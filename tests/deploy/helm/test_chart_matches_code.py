@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from serving.api import health
-from serving.settings import get_settings
+from serving.settings import ServingSettings, get_settings
 from tests.deploy.helm.conftest import CHART, RELEASE, VALUES_FILES
 from tests.support.deployment import (
     SECRET_NAME,
@@ -23,7 +23,7 @@ from tests.support.deployment import (
     tracking_server_env,
 )
 from tests.support.logging_state import structlog_restored  # noqa: F401  (fixture)
-from valuation.config import PROJECT_ROOT
+from valuation.config import PROJECT_ROOT, load_config
 
 DOCKERFILE = PROJECT_ROOT / "docker" / "Dockerfile"
 WORKLOADS = (("Deployment", "proxy"), ("Deployment", "worker"), ("Deployment", "tracking"),
@@ -138,6 +138,19 @@ def test_proxy_and_worker_get_what_the_code_needs(defaults):
     for name in ("proxy", "worker", "tracking"):
         env = env_of(defaults.container("Deployment", name))
         assert not {"VAULT_TOKEN", "VAULT_DEV_ROOT_TOKEN"} & set(env), name
+
+
+@pytest.mark.parametrize("values_name", ["defaults", "everything"])
+def test_proxy_reads_the_rate_limits_the_values_set(renderings, values_name, monkeypatch):
+    proxy = env_of(renderings[values_name].container("Deployment", "proxy"))
+    for name in ("RATE_LIMIT_PER_KEY", "RATE_LIMIT_PER_ROLE"):
+        monkeypatch.setenv(name, proxy[name]["value"])
+    limits = ServingSettings.from_config(load_config(config_name="serving")).rate_limit
+    expected = yaml.safe_load((CHART / "values.yaml").read_text())["proxy"]
+    if VALUES_FILES[values_name]:
+        expected |= yaml.safe_load(VALUES_FILES[values_name].read_text()).get("proxy", {})
+    assert (limits.per_key or None) == (expected["rateLimitPerKey"] or None)  # "": no limit
+    assert limits.per_role == expected["rateLimitPerRole"]
 
 
 def test_secrets_come_from_secrets_only(renderings):

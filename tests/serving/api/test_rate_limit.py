@@ -11,7 +11,6 @@ import uuid
 
 import pytest
 from mlflow import MlflowClient
-from omegaconf import open_dict
 from redis import Redis
 from rq.job import JobStatus
 
@@ -191,12 +190,11 @@ def test_a_predict_key_gets_403_from_train_before_any_count(
     assert list(redis_conn.scan_iter(f"{prefix}:*")) == []  # refused keys spend no quota
 
 
-def test_role_overrides_from_settings(make_client, fake_model_server, tmp_path, empty_registry,
-                                      prefix) -> None:
+def test_role_overrides_from_the_environment(make_client, fake_model_server, tmp_path,
+                                             empty_registry, prefix, monkeypatch) -> None:
     keys = RoleKeyStore()
+    monkeypatch.setenv("RATE_LIMIT_PER_ROLE", '{"admin": null}')  # conf's rate_limit.per_role
     settings = _limited_settings(tmp_path, empty_registry, prefix, per_key="1/minute")
-    with open_dict(settings):  # Hydra's struct mode: per_role is {} in the YAML
-        settings.rate_limit.per_role = {"admin": None}
     client = make_client(supervisor=FixedSupervisor(fake_model_server.url), key_store=keys,
                          settings=settings)
     admin = [client.post("/predict", json=SPEC_PREDICT_BODY, headers=keys.header("admin"))
