@@ -80,7 +80,7 @@ async def price_request(
     log.info("prediction", model_name=served.name, model_version=served.version,
              n_rows=len(priced.prices), cached_rows=len(priced.cached_rows), latency_ms=latency_ms)
     _count(request, served.version, "ok")
-    deps.metrics(request).predictions.labels(served.version).inc(len(priced.prices))
+    deps.metrics(request).rows_priced(served.version).inc(len(priced.prices))
     return PricedRequest(served, rows, priced.prices, priced.cached_rows, degraded_reason,
                          latency_ms)
 
@@ -95,7 +95,7 @@ async def _price_with_extras(request: Request, served: ServedModel, rows: Sequen
     log.info("prediction", model_name=served.name, model_version=served.version, n_rows=len(prices),
              extras=extras.names(), latency_ms=latency_ms)
     _count(request, served.version, "ok")
-    deps.metrics(request).predictions.labels(served.version).inc(len(prices))
+    deps.metrics(request).rows_priced(served.version).inc(len(prices))
     return PricedRequest(served, rows, prices, [], degraded_reason, latency_ms, fields,
                          predict_extras.audit_fields(extras, fields))
 
@@ -168,4 +168,4 @@ def _not_served_message(version: str | None, alias: str | None, supervisor: Any)
 
 
 def _count(request: Request, version: str, outcome: str) -> None:
-    deps.metrics(request).prediction_requests.labels(version, outcome).inc()
+    deps.metrics(request).prediction_outcomes(version, outcome).inc()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from serving.metric_children import Children
+
 # What a background pricing (a shadow price, or the champion's price of a canary request) came to.
 BACKGROUND_OUTCOMES = ("ok", "failed", "busy", "no_challenger", "invalid_rows")
 
@@ -33,6 +35,7 @@ class TrafficMetrics:
             "valuation_traffic_setting_errors",
             "Failed reads of the run-time traffic setting (the last split read stays in force)",
             registry=registry)
+        self.requests_by_alias = Children(self.requests)  # counted on every /predict
         for kind in ("shadow", "canary"):
             self.fraction.labels(kind).set(0)
         for alias in ("champion", "canary", "shadow"):

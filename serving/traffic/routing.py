@@ -93,7 +93,7 @@ async def price_routed(request: Request, settings: ServingSettings, *, model_nam
 
 def _answered(request: Request, priced: PricedRequest, alias: str,
               background: BackgroundJob | None = None) -> Routed:
-    request.app.state.traffic_metrics.requests.labels(alias).inc()
+    request.app.state.traffic_metrics.requests_by_alias(alias).inc()
     return Routed(priced, alias, background)
 
 

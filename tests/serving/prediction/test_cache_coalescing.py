@@ -1,11 +1,12 @@
 """The prediction cache's round trips to the real Redis: concurrent lookups share MGETs and
 concurrent stores share writes, each caller still getting its own prices; a low hit rate leaves
-only probe lookups; stores linger into one write."""
+only background probes, and no request waits for Redis; stores linger into one write."""
 
 from __future__ import annotations
 
 import asyncio
 
+import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
@@ -70,7 +71,14 @@ def _rows_counted(metrics: CacheMetrics) -> dict[str, float]:
             for outcome in ("hit", "miss", "bypass", "skipped")}
 
 
-def test_a_low_hit_rate_leaves_only_probes_and_repeated_rows_bring_every_lookup_back(prefix) -> None:
+async def _settled(cache: PredictionCache) -> None:
+    """Until the cache's reads and writes in flight (a probe's MGET among them) are done."""
+    await asyncio.sleep(0)
+    while cache._reading or cache._writing:
+        await asyncio.sleep(0.005)
+
+
+def test_a_low_hit_rate_leaves_only_background_probes_and_repeats_bring_lookups_back(prefix) -> None:
     settings = _settings(prefix, lookup_hit_rate_floor=0.5, hit_rate_window_rows=8, probe_every=4)
     rows = synthetic_rows(60, seed=6)
 
@@ -79,29 +87,43 @@ def test_a_low_hit_rate_leaves_only_probes_and_repeated_rows_bring_every_lookup_
         cache = PredictionCache(CountingRedis(host="127.0.0.1", port=6379), settings, metrics)
         keys = [cache.keys("m", "3", [row]) for row in rows]
         # Distinct rows, one request at a time: every request looks up until half a window (4
-        # rows) has missed, then only every 4th does; every row is still stored.
+        # rows) has missed; then no request waits for Redis, and every 4th sends a probe whose
+        # answer only measures the hit rate. Every row is still stored.
         answers = []
         for index, key in enumerate(keys[:20]):
             answers.append(await cache.lookup(key))
             cache.store(key, [2000.0 + index])
+            await _settled(cache)
         assert answers == [[None]] * 20
-        assert CountingRedis.mgets == 4 + 4  # the first 4, then requests 8, 12, 16 and 20
-        assert _rows_counted(metrics) == {"hit": 0, "miss": 8, "bypass": 0, "skipped": 12}
-        while cache._writing:
-            await asyncio.sleep(0.01)
-        # The same rows again: the probes hit, the rate climbs over the floor, and from then on
-        # every request looks up and gets its stored price.
-        again = [await cache.lookup(key) for key in keys[:20]]
+        assert CountingRedis.mgets == 4 + 4  # the first 4, then probes at requests 8, 12, 16, 20
+        assert _rows_counted(metrics) == {"hit": 0, "miss": 4, "bypass": 0, "skipped": 16}
+        # The same rows again: the probes (requests 4, 8, 12, 16) hit, the rate climbs over the
+        # floor, and from then on every request looks up and gets its stored price. A probe's
+        # own request is answered without it (it was sent to the model server at once).
+        again = []
+        for key in keys[:20]:
+            again.append(await cache.lookup(key))
+            await _settled(cache)
         found = [i for i, answer in enumerate(again) if answer != [None]]
-        # Probes (every 4th request) hit until hits are half the decayed window (4 of 8 rows),
-        # then every request looks up.
-        assert found == [3, 7, 11] + list(range(15, 20)), again
+        # Hits reach half the decayed window (2 of 4 rows) with the 4th probe (request 16).
+        assert found == [16, 17, 18, 19], again
         assert all(again[i] == [2000.0 + i] for i in found)  # a skipped lookup changed no price
-        skipped_before = _rows_counted(metrics)["skipped"]
-        # Distinct rows again: the rate sinks below the floor and the probes start over.
+        assert _rows_counted(metrics) == {"hit": 4, "miss": 4, "bypass": 0, "skipped": 32}
+        # Distinct rows again: the rate sinks below the floor and requests skip the lookup again.
         for key in keys[20:60]:
             await cache.lookup(key)
-        assert _rows_counted(metrics)["skipped"] > skipped_before
+            await _settled(cache)
+        assert _rows_counted(metrics)["skipped"] > 32
+        # While the rate is low no request suspends, not even the one that sends a probe: each
+        # lookup finishes at its first step, and the probe's MGET goes out behind it.
+        mgets = CountingRedis.mgets
+        for row in synthetic_rows(4, seed=66):
+            pending = cache.lookup(cache.keys("m", "3", [row]))
+            with pytest.raises(StopIteration) as finished:
+                pending.send(None)
+            assert finished.value.value == [None]
+        await _settled(cache)
+        assert CountingRedis.mgets - mgets == 1  # one of any 4 requests in a row is a probe
         await cache.close()
 
     CountingRedis.mgets = CountingRedis.writes = 0
