@@ -97,13 +97,15 @@ stack: install
 	$(BIN)/python -m serving.devstack $(if $(PROXIES),--proxies $(PROXIES))
 
 # wrk (the load generator, a Debian package) is installed when missing and we are root; otherwise
-# the command to run is printed. SOAK_S=600 lengthens the soak part (default 300 s).
+# the command to run is printed. SOAK_S=600 lengthens the soak part (default 300 s);
+# ONLY=throughput,cache,soak runs those parts only (bench/run.py's PARTS), then the report.
 bench: install
 	@command -v wrk >/dev/null || { \
 		if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y wrk; \
 		else echo "make bench needs wrk: run  sudo apt-get install -y wrk  (macOS: brew install wrk)" >&2; \
 			exit 1; fi; }
-	$(BIN)/python -m bench.run --data-dir $(REAL_DATA) $(if $(SOAK_S),--soak-s $(SOAK_S))
+	$(BIN)/python -m bench.run --data-dir $(REAL_DATA) $(if $(SOAK_S),--soak-s $(SOAK_S)) \
+		$(if $(ONLY),--only $(ONLY))
 
 bench-quality: install
 	$(BIN)/python -m bench.quality --data-dir $(REAL_DATA)
