@@ -1,7 +1,7 @@
 """A labelled Prometheus metric's children, remembered by label values.
 
 prometheus_client's `labels()` checks its arguments, converts them and takes a lock on every
-call, about 3 us; the proxy calls it several times per request. `Children(metric)(*values)` looks
+call; the proxy calls it several times per request. `Children(metric)(*values)` looks
 the child up in a plain dict first and asks `labels()` only the first time. Only for metrics whose
 children are never removed (`metric.remove`/`clear` would leave a remembered child orphaned), and
 label values must already be strings: the dict is keyed by the values as given.

@@ -126,10 +126,10 @@ class RateLimitSettings(_Section):
             if role not in ROLES:
                 raise ValueError(f"{PER_ROLE_ENV}: unknown role {role!r}; roles are "
                                  f"{', '.join(ROLES)}")
+            if rate is not None and not isinstance(rate, str):
+                raise ValueError(f"{PER_ROLE_ENV}, role {role!r}: invalid rate limit {rate!r}: "
+                                 "expected a string N/second, N/minute, N/hour or N/day, or null")
             try:
-                if not (rate is None or isinstance(rate, str)):
-                    raise InvalidRate(f"invalid rate limit {rate!r}: expected a string "
-                                      "N/second, N/minute, N/hour or N/day, or null")
                 parse_rate(rate)
             except InvalidRate as error:
                 raise ValueError(f"{PER_ROLE_ENV}, role {role!r}: {error}") from error
