@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ TINY_PIPELINE = [
 
 def serving_settings(tmp_path: Path, tracking_uri: str, **overrides: Any) -> DictConfig:
     """conf/serving.yaml with a unique queue, no Vault, and a tmp tracking store and run dir."""
-    base = load_config(config_name="serving")
+    base = composed_config("serving")
     patch: dict[str, Any] = {
         "jobs": {"queue": f"test-api-{uuid.uuid4().hex[:12]}"},
         # Monitoring runs (POST /monitoring/run) and their figures: a queue and keys of its own.
@@ -60,7 +61,27 @@ def serving_settings(tmp_path: Path, tracking_uri: str, **overrides: Any) -> Dic
         # checks the tuning; stacks started as processes use the configured one.
         "proxy": {"gc": {"freeze_after_start": False, "thresholds": None}},
     }
-    return OmegaConf.merge(base, patch, overrides)
+    settings = OmegaConf.merge(base, patch, overrides)
+    OmegaConf.set_readonly(settings, None)  # the copy is the caller's to change, as load_config's
+    return settings
+
+
+def composed_config(config_name: str) -> DictConfig:
+    """conf/<config_name>.yaml as load_config composes it, composed once per environment (its
+    interpolations read the environment): Hydra's compose is most of an app fixture's set-up.
+    Callers merge it into a copy or read it; none may change it."""
+    # pytest names the running test in the environment: not something the config reads.
+    environment = frozenset(item for item in os.environ.items()
+                            if item[0] != "PYTEST_CURRENT_TEST")
+    return _composed(config_name, environment)
+
+
+@lru_cache(maxsize=8)
+def _composed(config_name: str, environment: frozenset[tuple[str, str]]) -> DictConfig:
+    del environment  # part of the cache key only
+    config = load_config(config_name=config_name)
+    OmegaConf.set_readonly(config, True)
+    return config
 
 
 def purge_queue(connection: Redis, queue_name: str) -> None:
@@ -94,7 +115,7 @@ def queue_length(connection: Redis, settings: DictConfig) -> int:
 
 
 def make_rules(max_rows: int = 10_000) -> ValidationRules:
-    cfg = load_config().validation
+    cfg = composed_config("config").validation
     rules = ValidationRules.from_config(cfg, TEST_SECTORS)
     return ValidationRules.from_dict({**rules.to_dict(), "max_rows": max_rows})
 
