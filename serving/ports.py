@@ -6,7 +6,7 @@ that gap by any outgoing connection's local end, so ports are chosen below that 
 
 from __future__ import annotations
 
-import random
+import secrets
 import socket
 from functools import cache
 from pathlib import Path
@@ -55,7 +55,7 @@ def free_port_run(count: int, host: str = LOOPBACK, attempts: int = 200) -> int:
     range. Random starts keep two callers from racing for the same port."""
     ports = listen_ports()
     for _ in range(attempts):
-        first = random.randrange(ports.start, ports.stop - count + 1)
+        first = ports.start + secrets.randbelow(len(ports) - count + 1)
         if all(port_is_free(host, first + i) for i in range(count)):
             return first
     raise OSError(f"no run of {count} free ports found on {host} in {ports.start}..{ports.stop - 1} "

@@ -30,8 +30,8 @@ def test_a_listened_port_is_never_handed_out(monkeypatch: pytest.MonkeyPatch) ->
         taken.bind((ports.LOOPBACK, 0))
         taken.listen()
         busy = taken.getsockname()[1]
-        picks = iter([busy, busy, busy + 1])
-        monkeypatch.setattr(ports.random, "randrange", lambda *_: next(picks))
+        picks = iter([busy - 1024, busy - 1024, busy + 1 - 1024])
+        monkeypatch.setattr(ports.secrets, "randbelow", lambda _: next(picks))
         monkeypatch.setattr(ports, "listen_ports", lambda: range(1024, 65536))
         assert ports.free_port() == busy + 1
 
