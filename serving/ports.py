@@ -52,7 +52,7 @@ def free_port(host: str = LOOPBACK) -> int:
 def free_port_run(count: int, host: str = LOOPBACK, attempts: int = 200) -> int:
     """The first of `count` consecutive ports on `host` that nothing listens on right now (for
     things that take ports from a base up: model servers, proxy replicas), outside the ephemeral
-    range. Random starts keep two callers from racing for the same port."""
+    range. Random starts make it unlikely that two callers pick the same port."""
     ports = listen_ports()
     for _ in range(attempts):
         first = ports.start + secrets.randbelow(len(ports) - count + 1)
