@@ -40,6 +40,24 @@ class TrainingWorker(Worker):
     def __init__(self, *args, heartbeat_grace_s: int, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.heartbeat_grace_s = heartbeat_grace_s
+        self.early_stop_signal: int | None = None
+
+    def remember_early_stop(self) -> None:
+        """RQ installs its signal handlers only after it has registered the worker and started
+        its scheduler; a SIGTERM or Ctrl-C before that would kill the worker still registered.
+        Until then a signal is only remembered, and the work loop stops at its first check."""
+        def remember(signum: int, frame) -> None:
+            self.early_stop_signal = signum
+
+        signal.signal(signal.SIGINT, remember)
+        signal.signal(signal.SIGTERM, remember)
+
+    def _install_signal_handlers(self) -> None:
+        super()._install_signal_handlers()
+        if self.early_stop_signal is not None:
+            log.info("worker_stop_requested_during_start",
+                     signal=signal.Signals(self.early_stop_signal).name)
+            self._stop_requested = True
 
     def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
         # RQ's own rule with our grace instead of its fixed 60 s: how late a heartbeat may be
@@ -105,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     import mlflow.projects  # noqa: F401  - loaded once here, inherited by every forked job
 
     worker = build_worker(settings, name=args.name)
+    worker.remember_early_stop()
     # The periodic monitoring runs: RQ's scheduler (with_scheduler below) enqueues them when due.
     ensure_schedule(worker.connection, settings)
     log.info(

@@ -7,16 +7,19 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 from mlflow import MlflowClient
+from rq import Worker
 from rq.utils import import_attribute
 
 from serving.jobs.queue import TRAINING_JOB, enqueue_training, fetch_job, training_queue
 from serving.jobs.training import run_training
+from serving.worker import build_worker
 from tests.support.serving import child_env, wait_for
 from valuation.names import RETRAINING_REASON_TAG
 
@@ -287,3 +290,19 @@ def test_a_killed_worker_fails_its_job_and_registers_nothing(
     finally:
         if horse.is_running():  # the horse outlives a killed worker until it notices
             horse.kill()
+
+
+def test_a_signal_during_start_up_stops_the_worker_cleanly(redis_conn, api_settings) -> None:
+    # RQ registers the worker before it installs its handlers: a SIGTERM in that window is
+    # remembered, and the work loop stops at its first check, deregistered.
+    worker = build_worker(api_settings, name=f"early-stop-{uuid.uuid4().hex[:8]}")
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        worker.remember_early_stop()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert worker.early_stop_signal == signal.SIGTERM
+        worker.work(burst=False)  # returns instead of waiting for jobs
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    assert worker.name not in {w.name for w in Worker.all(connection=worker.connection)}
